@@ -1,0 +1,16 @@
+
+
+rule fingerprint:
+    input:
+        res("dataset.ok"),
+    output:
+        res("fingerprint.json"),
+    params:
+        data_dir=str(DATA_DIR),
+    log:
+        log("fingerprint.log"),
+    threads: workflow.cores
+    benchmark:
+        res("benchmarks", "fingerprint.tsv")
+    script:
+        "../workflow_scripts/fingerprint.py"

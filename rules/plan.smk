@@ -1,0 +1,14 @@
+
+
+rule plan:
+    input:
+        res("fingerprint.json"),
+    output:
+        res("plans.json"),
+    params:
+        overrides=config["plan"],
+    log:
+        log("plan.log"),
+    localrule: True
+    script:
+        "../workflow_scripts/plan.py"

@@ -1,0 +1,38 @@
+# `predict`: the validation cases of one fold; `ensemble`: the test images, averaged over folds.
+
+
+rule predict:
+    input:
+        model=res("fold_{fold}", "model.keras"),
+        splits=res("splits.json"),
+        plans=res("plans.json"),
+        preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],
+    output:
+        directory(res("predictions", "fold_{fold}")),
+    params:
+        predict=config["predict"],
+        preprocessed_dir=res("preprocessed"),
+    log:
+        log("predict", "fold_{fold}.log"),
+    threads: workflow.cores
+    benchmark:
+        res("benchmarks", "predict_fold_{fold}.tsv")
+    script:
+        "../workflow_scripts/predict.py"
+
+
+rule ensemble:
+    input:
+        models=expand(res("fold_{fold}", "model.keras"), fold=FOLDS),
+        plans=res("plans.json"),
+        ready=res("dataset.ok"),
+    output:
+        directory(res("predictions", "test")),
+    params:
+        predict=config["predict"],
+        data_dir=str(DATA_DIR),
+    log:
+        log("predict", "test.log"),
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/ensemble.py"

@@ -1,0 +1,18 @@
+# One job per training case, so caching, cluster grouping and failures are per case.
+
+
+rule preprocess:
+    input:
+        ready=res("dataset.ok"),
+        plans=res("plans.json"),
+    output:
+        image=res("preprocessed", "{case}.npy"),
+        seg=res("preprocessed", "{case}_seg.npy"),
+        geometry=res("preprocessed", "{case}.json"),
+    params:
+        data_dir=str(DATA_DIR),
+    log:
+        log("preprocess", "{case}.log"),
+    threads: 1
+    script:
+        "../workflow_scripts/preprocess.py"

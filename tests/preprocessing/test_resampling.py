@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from unet.preprocessing.resampling import resample_channels, resample_labels, shape_at_spacing
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_shape_at_spacing_arithmetic():
+    assert shape_at_spacing((100, 100, 20), (0.7, 0.7, 5.0), (1.0, 1.0, 1.0)) == (70, 70, 100)
+    assert shape_at_spacing((64, 64, 64), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)) == (64, 64, 64)
+    assert shape_at_spacing((10, 11, 12), (1.0, 1.0, 1.0), (0.5, 2.0, 3.0)) == (20, 6, 4)
+    # round half to even: 5 * 1 / 2 = 2.5 -> 2; 7 * 1 / 2 = 3.5 -> 4
+    assert shape_at_spacing((5, 7, 3), (1, 1, 1), (2, 2, 2)) == (2, 4, 2)
+    assert shape_at_spacing((3, 3, 3), (1, 1, 1), (100, 100, 100)) == (1, 1, 1)  # never 0
+
+
+def smooth_image(shape=(20, 22, 18)):
+    g = np.indices(shape).astype(np.float32)
+    x = np.sin(g[0] / 4.0) * np.cos(g[1] / 5.0) + g[2] / 20.0
+    return np.stack([x, 10.0 * x + 3.0], axis=-1).astype(np.float32)
+
+
+def test_resample_image_finer_and_back_is_close():
+    image = smooth_image()
+    fine = resample_channels(image, (37, 41, 30), order=3)
+    assert fine.shape == (37, 41, 30, 2) and fine.dtype == np.float32
+    back = resample_channels(fine, image.shape[:3], order=3)
+    assert back.shape == image.shape
+    err = np.abs(back - image).max(axis=(0, 1, 2))
+    amplitude = np.abs(image).max(axis=(0, 1, 2))
+    assert (err / amplitude < 0.01).all(), err
+    # The value range is kept (no large spline overshoot on a smooth image).
+    assert fine[..., 0].max() <= image[..., 0].max() + 0.05
+
+
+def test_resample_keeps_field_of_view():
+    # A linear ramp along x, in physical units of voxel centres (grid mode: edges aligned).
+    n, m = 10, 25
+    ramp = ((np.arange(n) + 0.5) / n).astype(np.float32)[:, None, None, None] * np.ones((1, 3, 3, 1))
+    out = resample_channels(ramp.astype(np.float32), (m, 3, 3), order=1)
+    expected = (np.arange(m) + 0.5) / m
+    inner = slice(3, m - 3)  # away from the edge clamp
+    np.testing.assert_allclose(out[inner, 1, 1, 0], expected[inner], atol=1e-5)
+
+
+def test_identical_shape_returns_a_copy():
+    image = smooth_image((6, 7, 8))
+    out = resample_channels(image, (6, 7, 8))
+    np.testing.assert_array_equal(out, image)
+    assert not np.shares_memory(out, image)
+    labels = np.random.default_rng(0).integers(0, 3, size=(6, 7, 8)).astype(np.uint8)
+    out = resample_labels(labels, (6, 7, 8), 3)
+    np.testing.assert_array_equal(out, labels)
+    assert not np.shares_memory(out, labels)
+    out[0, 0, 0] = 9
+    assert labels[0, 0, 0] != 9
+
+
+def label_map():
+    shape = (20, 20, 20)
+    g = np.indices(shape)
+    lab = np.zeros(shape, np.uint8)
+    lab[((g - 9.5) ** 2).sum(0) <= 36] = 1          # a ball
+    lab[3, 2:18, 2:18] = 2                           # a one-voxel-thin sheet
+    lab[15:17, 15:17, 15:17] = 3                     # a 2x2x2 lesion
+    lab[17, 3, 17] = 4                               # a single voxel
+    return lab
+
+
+@pytest.mark.parametrize("shape", [(30, 30, 30), (15, 15, 15), (20, 20, 10), (28, 20, 14),
+                                   (10, 10, 10), (5, 4, 3)])
+def test_resample_labels_keeps_every_label(shape):
+    lab = label_map()
+    out = resample_labels(lab, shape, 5)
+    assert out.shape == shape and out.dtype == lab.dtype
+    assert set(np.unique(out).tolist()) == {0, 1, 2, 3, 4}
+    back = resample_labels(out, lab.shape, 5)
+    assert set(np.unique(back).tolist()) == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("shape", [(30, 30, 30), (26, 33, 29), (15, 15, 15)])
+def test_resample_labels_round_trip_dice(shape):
+    lab = label_map()
+    back = resample_labels(resample_labels(lab, shape, 5), lab.shape, 5)
+    assert dice(back == 0, lab == 0) > 0.99
+    assert dice(back == 1, lab == 1) > 0.9
+    if min(shape) >= 20:  # upsampling first: even the thin sheet comes back nearly intact
+        assert dice(back == 2, lab == 2) > 0.85
+        assert dice(back == 3, lab == 3) >= 0.5
+
+
+def test_resample_labels_upsampling_a_block_is_exact():
+    lab = np.zeros((4, 4, 4), np.uint8)
+    lab[1:3, 1:3, 1:3] = 1
+    lab[0, 0, 0] = 2
+    out = resample_labels(lab, (8, 8, 8), 3)
+    expected = lab.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    # Block edges fall on voxel edges at factor 2: the upsampled map is the repeated one
+    # except where linear interpolation ties exactly (0.5) on the block boundary.
+    assert dice(out == 1, expected == 1) > 0.6
+    assert (out[2:6, 2:6, 2:6][1:-1, 1:-1, 1:-1] == 1).all()
+    assert (out == 2).any()

@@ -1,0 +1,1 @@
+"""tf.data input: TFRecord shards of preprocessed cases, patch sampling, augmentation."""

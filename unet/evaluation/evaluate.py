@@ -1,0 +1,135 @@
+"""Per-case evaluation tables: one row per case and foreground label or region.
+
+Columns (see DESIGN.md, `evaluation/fold_{k}.csv`): case, fold (from `evaluate_folder`),
+label (name), label_value (int; empty for a region), dice, tp, fp, fn, ref_voxels,
+pred_voxels.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from unet.evaluation.metrics import confusion, dice_from_counts
+from unet.io.atomic import atomic_path
+from unet.io.nifti import load_label, voxel_spacing
+
+COLUMNS = ["case", "fold", "label", "label_value", "dice", "tp", "fp", "fn",
+           "ref_voxels", "pred_voxels"]
+
+NIFTI_SUFFIX = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named set of label values evaluated as one mask, e.g. BraTS whole tumour = (1, 2, 3)."""
+
+    name: str
+    labels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        values = tuple(int(v) for v in self.labels)
+        if not values:
+            raise ValueError(f"region {self.name!r} has no labels")
+        if 0 in values:
+            raise ValueError(f"region {self.name!r} includes background label 0")
+        object.__setattr__(self, "labels", values)
+
+
+def _foreground_labels(labels: Mapping[int, str]) -> list[tuple[int, str]]:
+    """(value, name) of the foreground labels, sorted by value; keys may be ints or digit strings."""
+    out = [(int(value), str(name)) for value, name in labels.items()]
+    return sorted((v, n) for v, n in out if v != 0)
+
+
+def _row(case_id: str, name: str, value: int | None, pred: np.ndarray, ref: np.ndarray) -> dict:
+    tp, fp, fn = confusion(pred, ref)
+    return {
+        "case": case_id,
+        "label": name,
+        "label_value": value,
+        "dice": dice_from_counts(tp, fp, fn),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "ref_voxels": tp + fn,
+        "pred_voxels": tp + fp,
+    }
+
+
+def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str],
+                  regions: Sequence[Region] = ()) -> list[dict]:
+    """Rows for one case: each foreground label (value != 0), then each region.
+
+    `pred` and `ref` are label maps of the same shape holding the dataset's label values.
+    Region rows have `label` = region name and `label_value` = None.
+    """
+    pred = np.asarray(pred)
+    ref = np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"case {case_id}: prediction shape {pred.shape} differs from "
+                         f"reference shape {ref.shape}")
+    rows = [_row(case_id, name, value, pred == value, ref == value)
+            for value, name in _foreground_labels(labels)]
+    for region in regions:
+        values = list(region.labels)
+        rows.append(_row(case_id, region.name, None, np.isin(pred, values), np.isin(ref, values)))
+    return rows
+
+
+def _case_id(path: Path) -> str:
+    return path.name[: -len(NIFTI_SUFFIX)]
+
+
+def _to_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["label_value"] = df["label_value"].astype("Int64")  # ints, <NA> for regions
+    df["dice"] = df["dice"].astype(float)
+    for col in ("fold", "tp", "fp", "fn", "ref_voxels", "pred_voxels"):
+        df[col] = df[col].astype("int64")
+    return df
+
+
+def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | os.PathLike],
+                    labels: Mapping[int, str], regions: Sequence[Region] = (),
+                    fold: int = 0) -> pd.DataFrame:
+    """Evaluate every `{case}.nii.gz` in `pred_dir` against `ref_paths[case]`.
+
+    Returns the tidy table (columns `COLUMNS`), cases in sorted order, with `fold` set.
+    Raises ValueError if a prediction has no reference or the shapes differ (naming both files).
+    """
+    from tqdm import tqdm
+
+    pred_dir = Path(pred_dir)
+    pred_files = sorted(p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith("."))
+    rows: list[dict] = []
+    for pred_path in tqdm(pred_files, desc=f"evaluate fold {fold}", unit="case"):
+        case_id = _case_id(pred_path)
+        if case_id not in ref_paths:
+            raise ValueError(f"{pred_path}: no reference label for case {case_id!r}")
+        ref_path = Path(ref_paths[case_id])
+        pred, pred_affine = load_label(pred_path)
+        ref, ref_affine = load_label(ref_path)
+        if pred.shape != ref.shape:
+            raise ValueError(f"shape mismatch: prediction {pred_path} has shape {pred.shape}, "
+                             f"reference {ref_path} has shape {ref.shape}")
+        if not np.allclose(voxel_spacing(pred_affine), voxel_spacing(ref_affine), rtol=1e-3):
+            warnings.warn(f"voxel spacing differs: prediction {pred_path} "
+                          f"{voxel_spacing(pred_affine).tolist()}, reference {ref_path} "
+                          f"{voxel_spacing(ref_affine).tolist()}", stacklevel=2)
+        for row in evaluate_case(case_id, pred, ref, labels, regions):
+            row["fold"] = int(fold)
+            rows.append(row)
+    return _to_frame(rows)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write `df` as CSV atomically; regions' label_value is written as an empty field."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)

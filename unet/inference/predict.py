@@ -1,0 +1,95 @@
+"""Predicting preprocessed cases with one or several trained models, written as raw-grid NIfTI."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from unet.io.atomic import load_npy
+from unet.io.nifti import save_nifti
+from unet.inference.restore import restore_labels
+from unet.inference.sliding_window import sliding_window_inference
+from unet.io.msd import Case
+from unet.preprocessing.geometry import CaseGeometry
+from unet.preprocessing.planning import Plan
+from unet.preprocessing.preprocess import preprocess_arrays
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+CaseInput = tuple[str, np.ndarray, CaseGeometry]
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    tta: bool = False
+    batch_size: int = 2
+
+    @classmethod
+    def from_config(cls, section: dict) -> "PredictSettings":
+        return cls(**section)
+
+
+def load_models(paths: Sequence[str | Path]) -> list:
+    import keras  # imported here so that reading this module stays cheap
+
+    return [keras.saving.load_model(str(p), compile=False) for p in paths]
+
+
+def ensemble_predictor(models: Sequence, tta: bool = False) -> Predictor:
+    """Average of the models' softmax outputs; with `tta`, also over all 8 mirrorings."""
+    flip_sets = [axes for n in range(4) for axes in itertools.combinations((1, 2, 3), n)] if tta else [()]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for model in models:
+            for axes in flip_sets:
+                x = np.flip(batch, axes) if axes else batch
+                probs = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+                probs = np.flip(probs, axes) if axes else probs
+                total = probs if total is None else total + probs
+        return total / (len(models) * len(flip_sets))
+
+    return predict
+
+
+def predict_case(predictor: Predictor, image: np.ndarray, patch_size: Sequence[int],
+                 settings: PredictSettings) -> np.ndarray:
+    return sliding_window_inference(image, predictor, patch_size, overlap=settings.overlap,
+                                    blend=settings.blend, batch_size=settings.batch_size)
+
+
+def preprocessed_inputs(preprocessed_dir: str | Path, case_ids: Sequence[str]) -> Iterator[CaseInput]:
+    """Cases the preprocess stage already wrote (the validation cases of a fold)."""
+    for cid in case_ids:
+        yield (cid, load_npy(Path(preprocessed_dir) / f"{cid}.npy"),
+               CaseGeometry.load(Path(preprocessed_dir) / f"{cid}.json"))
+
+
+def raw_inputs(cases: Sequence[Case], plan: Plan) -> Iterator[CaseInput]:
+    """New images (a test set, a user's scans), preprocessed in memory exactly as in training."""
+    for case in cases:
+        image, _, geometry = preprocess_arrays(case, plan)
+        yield case.id, image, geometry
+
+
+def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
+                  out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
+                  settings: PredictSettings) -> list[Path]:
+    """Write {out_dir}/{case}.nii.gz per case: the raw image's shape and affine, dataset label values.
+
+    With several models (folds), their probabilities are averaged before the argmax.
+    """
+    predictor = ensemble_predictor(load_models(model_paths), settings.tta)
+    written = []
+    for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
+        probs = predict_case(predictor, image, patch_size, settings)
+        path = Path(out_dir) / f"{cid}.nii.gz"
+        save_nifti(path, restore_labels(probs, geometry, label_values), geometry.raw_affine)
+        written.append(path)
+    return written

@@ -1,0 +1,1 @@
+"""Reading and writing files: NIfTI images, the MSD dataset layout, JSON, atomic writes."""

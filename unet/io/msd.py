@@ -1,0 +1,115 @@
+"""The Medical Segmentation Decathlon (MSD) dataset layout.
+
+    {root}/dataset.json  imagesTr/{case}.nii.gz  labelsTr/{case}.nii.gz  imagesTs/{case}.nii.gz
+
+Images are 4D (X, Y, Z, channel) or 3D for one channel. `dataset.json` names the channels
+("modality", or nnU-Net v2's "channel_names") and the labels ({"value": "name"}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DatasetError(ValueError):
+    """The dataset folder does not follow the MSD layout; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    image: Path
+    label: Path | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    name: str
+    modalities: tuple[str, ...]
+    labels: dict[int, str]  # label value -> name, background included
+    training: tuple[Case, ...]
+    test: tuple[Case, ...]
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(sorted(self.labels))
+
+    def case(self, case_id: str) -> Case:
+        for case in self.training + self.test:
+            if case.id == case_id:
+                return case
+        raise KeyError(f"{self.root}: no case {case_id!r} in dataset.json")
+
+
+def case_id(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _resolve(root: Path, relative: str) -> Path:
+    return (root / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+
+
+def load_dataset(root: str | os.PathLike) -> Dataset:
+    """Read `dataset.json` under `root` and list its cases. Files are not opened here."""
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{meta_path}: missing; a dataset folder needs an MSD dataset.json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from exc
+
+    channels = meta.get("modality", meta.get("channel_names"))
+    for key, value in (("modality", channels), ("labels", meta.get("labels")),
+                       ("training", meta.get("training"))):
+        if value is None:
+            raise DatasetError(f"{meta_path}: required key {key!r} is missing")
+    modalities = tuple(str(channels[k]) for k in sorted(channels, key=int))
+    labels = {int(v): str(k) for k, v in meta["labels"].items()} if _labels_by_name(meta["labels"]) \
+        else {int(k): str(v) for k, v in meta["labels"].items()}
+    if 0 not in labels:
+        raise DatasetError(f"{meta_path}: 'labels' must declare the background value 0")
+
+    training = tuple(
+        Case(case_id(item["image"]), _resolve(root, item["image"]), _resolve(root, item["label"]))
+        for item in meta["training"]
+    )
+    test = tuple(Case(case_id(item), _resolve(root, item)) for item in meta.get("test", []))
+    return Dataset(root=root, name=str(meta.get("name", root.name)), modalities=modalities,
+                   labels=labels, training=_sorted(training), test=_sorted(test))
+
+
+def _labels_by_name(labels: dict) -> bool:
+    """nnU-Net v2 writes {"background": 0, ...}; MSD writes {"0": "background", ...}."""
+    return all(isinstance(v, int) for v in labels.values())
+
+
+def _sorted(cases: tuple[Case, ...]) -> tuple[Case, ...]:
+    return tuple(sorted(cases, key=lambda c: c.id))
+
+
+def write_dataset_json(root: str | os.PathLike, name: str, modalities: list[str],
+                       labels: dict[int, str], training: list[str], test: list[str]) -> None:
+    """Write an MSD `dataset.json` for case ids whose files sit in imagesTr/labelsTr/imagesTs."""
+    from unet.io.atomic import write_json
+
+    write_json(Path(root) / "dataset.json", {
+        "name": name,
+        "tensorImageSize": "4D",
+        "modality": {str(i): m for i, m in enumerate(modalities)},
+        "labels": {str(k): v for k, v in sorted(labels.items())},
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+                     for c in training],
+        "test": [f"./imagesTs/{c}.nii.gz" for c in test],
+    })

@@ -1,0 +1,49 @@
+"""Loading one MSD case into canonical (RAS) voxel order, checked for consistency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unet.io.msd import Case
+from unet.io.nifti import ImageReadError, load_image, load_label, voxel_spacing
+from unet.io.orientation import Reorientation
+
+
+@dataclass
+class CanonicalCase:
+    id: str
+    image: np.ndarray            # (X, Y, Z, C) float32, canonical order
+    label: np.ndarray | None     # (X, Y, Z) label values, canonical order
+    spacing: tuple[float, ...]   # canonical axes, mm
+    reorientation: Reorientation
+    raw_shape: tuple[int, ...]   # spatial shape in the file
+    raw_affine: np.ndarray
+
+
+def load_case(case: Case, n_channels: int | None = None) -> CanonicalCase:
+    image, affine = load_image(case.image)
+    if n_channels is not None and image.shape[-1] != n_channels:
+        raise ImageReadError(f"{case.image}: {image.shape[-1]} channels, but dataset.json "
+                             f"declares {n_channels} modalities")
+    if not np.isfinite(image).all():
+        raise ImageReadError(f"{case.image}: contains NaN or infinite voxels")
+    label = None
+    if case.label is not None:
+        label, label_affine = load_label(case.label)
+        if label.shape != image.shape[:3]:
+            raise ImageReadError(f"{case.label}: shape {label.shape} does not match image "
+                                 f"{case.image} shape {image.shape[:3]}")
+        if not np.allclose(label_affine, affine, atol=1e-3):
+            raise ImageReadError(f"{case.label}: affine differs from image {case.image}")
+    reorientation = Reorientation.from_affine(affine)
+    return CanonicalCase(
+        id=case.id,
+        image=reorientation.apply(image),
+        label=None if label is None else reorientation.apply(label),
+        spacing=reorientation.spacing(voxel_spacing(affine)),
+        reorientation=reorientation,
+        raw_shape=tuple(int(n) for n in image.shape[:3]),
+        raw_affine=affine,
+    )

@@ -1,0 +1,1 @@
+"""Training: the custom loop under a tf.distribute strategy, checkpoints, schedules, logs."""

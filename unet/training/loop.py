@@ -1,0 +1,204 @@
+"""The custom training loop: `tf.GradientTape` steps under a tf.distribute strategy.
+
+A custom loop rather than `model.fit`, because `fit` under MultiWorkerMirroredStrategy is
+broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop.
+Checkpoints: `checkpoints/last` every epoch (weights, optimizer state, epoch, Dice EMA) for
+`resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from unet.data.pipeline import training_dataset, validation_patches
+from unet.io.atomic import atomic_path
+from unet.model.losses import confusion_counts, dice_ce_loss
+from unet.model.network import build_from_plan
+from unet.preprocessing.planning import Plan
+from unet.training.curves import plot_training_curves
+from unet.training.schedules import learning_rate
+from unet.training.settings import TrainSettings
+from unet.training.strategy import make_strategy
+
+log = logging.getLogger(__name__)
+EMA_DECAY = 0.9  # nnU-Net's smoothing of the per-epoch validation Dice
+
+
+def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
+    name = settings.optimizer.lower()
+    if name == "adam":
+        opt = keras.optimizers.Adam(settings.learning_rate)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(settings.learning_rate, weight_decay=3e-5)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(settings.learning_rate, momentum=0.99, nesterov=True)
+    else:
+        raise ValueError(f"config train.optimizer: unknown optimizer {settings.optimizer!r} (adam, adamw, sgd)")
+    return keras.optimizers.LossScaleOptimizer(opt) if settings.amp else opt
+
+
+class FoldTrainer:
+    """Trains one fold; `run()` returns the training log (one dict per epoch)."""
+
+    def __init__(self, plan: Plan, settings: TrainSettings, shard_dir: str | Path,
+                 train_ids: Sequence[str], val_ids: Sequence[str], out_dir: str | Path):
+        self.plan, self.settings = plan, settings
+        self.shard_dir, self.train_ids, self.val_ids = Path(shard_dir), list(train_ids), list(val_ids)
+        self.out_dir = Path(out_dir)
+        self.labels = [plan.labels[v] for v in plan.label_values[1:]]
+
+    # -- setup ---------------------------------------------------------------------------
+    def _build(self):
+        s = self.settings
+        keras.utils.set_random_seed(s.seed)
+        if s.amp:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        self.strategy = make_strategy(s.gpus)
+        self.replicas = self.strategy.num_replicas_in_sync
+        with self.strategy.scope():
+            self.model = build_from_plan(self.plan)
+            self.optimizer = make_optimizer(s)
+            # Creating the optimizer's slots now lets a checkpoint restore them immediately.
+            self.optimizer.build(self.model.trainable_variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.ema = tf.Variable(-1.0, dtype=tf.float32, trainable=False)
+            self.best_ema = tf.Variable(-1.0, dtype=tf.float32, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
+                                              ema=self.ema, best_ema=self.best_ema)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.out_dir / "checkpoints" / "last",
+                                                  max_to_keep=1)
+
+    def _restore_or_reset(self) -> list[dict]:
+        log_path = self.out_dir / "training_log.jsonl"
+        if self.settings.resume and self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            done = int(self.epoch.numpy())
+            rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+            print(f"resuming from {self.manager.latest_checkpoint} after epoch {done}")
+            return [r for r in rows if r["epoch"] < done]
+        # A fresh run must not resume from, or keep, another run's state.
+        shutil.rmtree(self.out_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(self.out_dir / "tensorboard", ignore_errors=True)
+        return []
+
+    def _steps(self):
+        model, optimizer, replicas, amp = self.model, self.optimizer, self.replicas, self.settings.amp
+
+        @tf.function(jit_compile=self.settings.xla)
+        def forward_backward(images, segs):
+            with tf.GradientTape() as tape:
+                probs = model(images, training=True)
+                loss = dice_ce_loss(segs, probs)
+                # Gradients are summed across replicas, so each replica scales its share.
+                scaled = loss / replicas
+                if amp:
+                    scaled = optimizer.scale_loss(scaled)
+            return loss, tape.gradient(scaled, model.trainable_variables)
+
+        def replica_step(images, segs):
+            loss, grads = forward_backward(images, segs)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        @tf.function
+        def train_step(batch):
+            per_replica = self.strategy.run(replica_step, args=batch)
+            return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+        @tf.function
+        def predict(images):
+            return model(images, training=False)
+
+        return train_step, predict
+
+    # -- loop ----------------------------------------------------------------------------
+    def _validate(self, predict, images, segs) -> dict[str, float]:
+        k = self.plan.num_classes
+        tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
+        batch = max(1, self.plan.batch_size)
+        for i in range(0, len(images), batch):
+            counts = confusion_counts(segs[i:i + batch], predict(images[i:i + batch]), k)
+            tp, fp, fn = tp + np.asarray(counts[0]), fp + np.asarray(counts[1]), fn + np.asarray(counts[2])
+        dice = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        return {name: float(dice[i + 1]) for i, name in enumerate(self.labels)}
+
+    def run(self) -> list[dict]:
+        s, plan = self.settings, self.plan
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._build()
+        rows = self._restore_or_reset()
+        train_step, predict = self._steps()
+        global_batch = plan.batch_size * self.replicas
+        dataset = training_dataset(self.shard_dir, self.train_ids, plan.patch_size, global_batch,
+                                   s.oversampling, s.seed + int(self.epoch.numpy()), s.augment)
+        batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
+                                                  s.validation_patches, s.seed)
+        writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
+
+        for epoch in range(int(self.epoch.numpy()), s.epochs):
+            lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs)
+            self.optimizer.learning_rate.assign(lr)
+            start, losses = time.perf_counter(), []
+            bar = tqdm(range(s.steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False)
+            for _ in bar:
+                losses.append(float(train_step(next(batches))))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            elapsed = time.perf_counter() - start
+            dice = self._validate(predict, val_images, val_segs)
+            mean_dice = float(np.mean(list(dice.values())))
+            ema = mean_dice if self.ema.numpy() < 0 else EMA_DECAY * float(self.ema.numpy()) + (1 - EMA_DECAY) * mean_dice
+            self.ema.assign(ema)
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice, "val_dice_mean": mean_dice,
+                   "ema_val_dice": ema, "learning_rate": lr, "epoch_time_s": elapsed,
+                   "patches_per_s": s.steps_per_epoch * global_batch / elapsed}
+            rows.append(row)
+            if ema > float(self.best_ema.numpy()):
+                self.best_ema.assign(ema)
+                self._save_weights(self.out_dir / "checkpoints" / "best.weights.h5")
+            self.epoch.assign(epoch + 1)
+            self.manager.save(checkpoint_number=epoch + 1)
+            self._write_log(rows)
+            with writer.as_default(step=epoch):
+                for key in ("loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s"):
+                    tf.summary.scalar(key, row[key])
+                for name, value in dice.items():
+                    tf.summary.scalar(f"val_dice/{name}", value)
+            print(f"epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.4f}, val Dice "
+                  + ", ".join(f"{n} {v:.3f}" for n, v in dice.items())
+                  + f", EMA {ema:.3f}, {row['patches_per_s']:.1f} patches/s", flush=True)
+        writer.close()
+        return rows
+
+    def _save_weights(self, path: Path) -> None:
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+
+    def _write_log(self, rows: list[dict]) -> None:
+        with atomic_path(self.out_dir / "training_log.jsonl", suffix=".jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_model(self, path: str | Path) -> None:
+        with atomic_path(path, suffix=".keras") as tmp:
+            self.model.save(tmp)
+
+
+def train_fold(plan: Plan, settings: TrainSettings, shard_dir, train_ids, val_ids, out_dir,
+               model_path, curves_path=None) -> list[dict]:
+    """Train one fold and write the final model, the training log and the curves PNG."""
+    trainer = FoldTrainer(plan, settings, shard_dir, train_ids, val_ids, out_dir)
+    rows = trainer.run()
+    trainer.save_model(model_path)
+    if curves_path:
+        plot_training_curves(rows, curves_path)
+    return rows

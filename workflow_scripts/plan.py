@@ -1,0 +1,9 @@
+"""Rule `plan`: plans.json from the fingerprint and the config's `plan:` overrides."""
+from unet.io.atomic import read_json, write_json
+from unet.io.logs import output_to
+from unet.preprocessing.planning import make_plans
+
+with output_to(snakemake.log[0]):
+    plans = make_plans(read_json(snakemake.input[0]), dict(snakemake.params.overrides))
+    write_json(snakemake.output[0], plans)
+    print({k: plans[k] for k in ("spacing", "patch_size", "batch_size", "filters", "strides")})
