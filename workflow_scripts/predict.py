@@ -1,21 +1,15 @@
 """Rule `predict`: the validation cases of one fold, written in their raw geometry."""
-import os
+from unet.io.logs import output_to
+from unet.runtime import configure_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["TF_NUM_INTRAOP_THREADS"] = str(snakemake.threads)
-
-from pathlib import Path  # noqa: E402
-
-from unet.data.splits import load_fold  # noqa: E402
-from unet.inference.predict import PredictSettings, predict_cases, preprocessed_inputs  # noqa: E402
-from unet.io.logs import output_to  # noqa: E402
-from unet.preprocessing.planning import Plan  # noqa: E402
-
+configure_tensorflow(snakemake.threads)
 with output_to(snakemake.log[0]):
+    from unet.data.splits import load_fold
+    from unet.inference.predict import PredictSettings, predict_cases, preprocessed_inputs
+    from unet.preprocessing.planning import Plan
+
     plan = Plan.load(snakemake.input.plans)
     cases = load_fold(snakemake.input.splits, int(snakemake.wildcards.fold))["val"]
-    out_dir = Path(snakemake.output[0])
-    out_dir.mkdir(parents=True, exist_ok=True)
     predict_cases([snakemake.input.model], preprocessed_inputs(snakemake.params.preprocessed_dir, cases),
-                  len(cases), out_dir, plan.patch_size, plan.label_values,
+                  len(cases), snakemake.output[0], plan.patch_size, plan.label_values,
                   PredictSettings.from_config(snakemake.params.predict))

@@ -1,21 +1,18 @@
 """Rule `train`: one fold of the cross-validation."""
-import os
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["TF_NUM_INTRAOP_THREADS"] = str(snakemake.threads)
-os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, snakemake.threads))
+from unet.io.logs import output_to
+from unet.runtime import configure_tensorflow
 
-from pathlib import Path  # noqa: E402
-
-from unet.data.splits import load_fold  # noqa: E402
-from unet.io.logs import output_to  # noqa: E402
-from unet.preprocessing.planning import Plan  # noqa: E402
-from unet.training.loop import train_fold  # noqa: E402
-from unet.training.settings import TrainSettings  # noqa: E402
-
+configure_tensorflow(snakemake.threads)
 with output_to(snakemake.log[0]):
-    fold = int(snakemake.wildcards.fold)
-    split = load_fold(snakemake.input.splits, fold)
+    from unet.data.splits import load_fold
+    from unet.preprocessing.planning import Plan
+    from unet.training.loop import train_fold
+    from unet.training.settings import TrainSettings
+
+    split = load_fold(snakemake.input.splits, int(snakemake.wildcards.fold))
+    # `resume` comes from config, not params: see rules/train.smk.
     settings = TrainSettings.from_config({**snakemake.params.train,
                                           "resume": bool(snakemake.config["train"].get("resume", False))})
     train_fold(Plan.load(snakemake.input.plans), settings, snakemake.input.shards, split["train"], split["val"],

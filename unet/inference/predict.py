@@ -86,6 +86,7 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
     With several models (folds), their probabilities are averaged before the argmax.
     """
     predictor = ensemble_predictor(load_models(model_paths), settings.tta)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
         probs = predict_case(predictor, image, patch_size, settings)

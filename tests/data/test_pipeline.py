@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from unet.data.pipeline import training_dataset, validation_patches
+from unet.data.shards import write_shards
+from unet.io.atomic import save_npy
+
+PATCH = (8, 8, 8)
+# Each case's image is constant (its value) inside the volume, so a patch tells where it came from.
+CASES = {"a": ((12, 10, 9), 1.0), "b": ((9, 14, 11), 2.0), "c": ((10, 10, 10), 3.0)}
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    rng = np.random.default_rng(0)
+    for cid, (shape, value) in CASES.items():
+        save_npy(root / "pre" / f"{cid}.npy", np.full(shape + (2,), value, np.float32))
+        seg = np.zeros(shape, np.uint8)
+        seg[tuple(rng.integers(0, n) for n in shape)] = 1
+        save_npy(root / "pre" / f"{cid}_seg.npy", seg)
+    write_shards(root / "pre", list(CASES), root / "shards")
+    return root / "shards"
+
+
+def _take(dataset, n):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(n)]
+
+
+def test_training_batches(shard_dir):
+    ds = training_dataset(shard_dir, ["a", "b"], PATCH, batch_size=3, oversampling=0.5, seed=0)
+    batches = _take(ds, 4)  # endless: more patches than the two cases hold
+    assert len(batches) == 4
+    for image, seg in batches:
+        assert image.shape == (3, *PATCH, 2) and image.dtype == np.float32
+        assert seg.shape == (3, *PATCH) and seg.dtype == np.uint8
+        # Only the listed cases are sampled ("c" has value 3); 0 is padding.
+        assert set(np.unique(image)) <= {0.0, 1.0, 2.0}
+    values = set(np.unique(np.concatenate([b[0] for b in batches])))
+    assert {1.0, 2.0} <= values
+
+
+def test_training_batches_are_reproducible(shard_dir):
+    kwargs = dict(patch_size=PATCH, batch_size=2, oversampling=0.33, seed=5, augment=True)
+    first = _take(training_dataset(shard_dir, ["a", "b", "c"], **kwargs), 3)
+    second = _take(training_dataset(shard_dir, ["a", "b", "c"], **kwargs), 3)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_validation_patches(shard_dir, n):
+    images, segs = validation_patches(shard_dir, ["b", "c"], PATCH, n, seed=0)
+    assert images.shape == (n, *PATCH, 2) and images.dtype == np.float32
+    assert segs.shape == (n, *PATCH) and segs.dtype == np.uint8
+    assert set(np.unique(images)) <= {0.0, 2.0, 3.0}
+    again = validation_patches(shard_dir, ["b", "c"], PATCH, n, seed=0)
+    np.testing.assert_array_equal(images, again[0])

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from unet.model.network import build_unet
+
+
+def _run(model, shape, channels, seed=0):
+    x = np.random.default_rng(seed).normal(size=(2, *shape, channels)).astype(np.float32)
+    return np.asarray(model.predict_on_batch(x))
+
+
+def test_output_shape_and_softmax():
+    model = build_unet(2, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]])
+    probs = _run(model, (16, 16, 16), 2)
+    assert probs.shape == (2, 16, 16, 16, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+    # Spatial size is open: a whole volume (divisible by the total stride) fits as well.
+    assert _run(model, (24, 8, 32), 2).shape == (2, 24, 8, 32, 3)
+
+
+def test_anisotropic_strides_and_kernels_on_a_non_cubic_input():
+    strides = [[1, 1, 1], [2, 2, 1], [2, 2, 2]]
+    kernels = [[3, 3, 1], [3, 3, 1], [3, 3, 3]]
+    model = build_unet(1, 4, [4, 8, 16], strides, kernels)
+    probs = _run(model, (16, 24, 6), 1)  # total stride (4, 4, 2)
+    assert probs.shape == (2, 16, 24, 6, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert model.get_layer("enc0a_conv").kernel.shape[:3] == (3, 3, 1)
+    assert model.get_layer("enc1a_conv").strides == (2, 2, 1)
+    assert model.get_layer("enc2a_conv").strides == (2, 2, 2)
+
+
+def test_two_dimensional_variant():
+    model = build_unet(3, 2, [4, 8, 8], [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3)
+    probs = _run(model, (16, 12), 3)
+    assert probs.shape == (2, 16, 12, 2)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("filters, strides, kernels", [
+    ([4, 8, 16], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]]),
+    ([4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3]]),
+])
+def test_mismatched_lists(filters, strides, kernels):
+    with pytest.raises(ValueError, match="one entry per level"):
+        build_unet(1, 2, filters, strides, kernels)
+
+
+def test_only_backend_neutral_keras_layers():
+    model = build_unet(2, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]])
+    for layer in model.layers:
+        module = type(layer).__module__
+        assert module.startswith("keras.src.layers.") or module.startswith("keras.src.models."), module
+        assert type(layer).__name__ not in ("Lambda", "TFSMLayer"), layer.name

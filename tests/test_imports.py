@@ -1,0 +1,56 @@
+"""Stages that need no network must not pay for importing TensorFlow or Keras (DESIGN.md)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import unet
+
+LIGHT_MODULES = [
+    "unet",
+    "unet.io.datasets",
+    "unet.io.download",
+    "unet.preprocessing.fingerprint",
+    "unet.preprocessing.planning",
+    "unet.preprocessing.preprocess",
+    "unet.evaluation.evaluate",
+    "unet.evaluation.summary",
+    "unet.evaluation.plots",
+    "unet.demo",
+    "unet.data.splits",
+    "unet.inference.sliding_window",
+    "unet.inference.restore",
+    "unet.inference.predict",
+]
+
+
+def _top_level_packages_after_import(modules):
+    code = ("import sys\n"
+            + "".join(f"import {m}\n" for m in modules)
+            + "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_light_stages_do_not_import_tensorflow_or_keras():
+    loaded = _top_level_packages_after_import(LIGHT_MODULES)
+    assert "numpy" in loaded and "unet" in loaded  # the check sees what the imports load
+    assert not loaded & {"tensorflow", "keras"}, sorted(loaded & {"tensorflow", "keras"})
+
+
+def test_model_sources_do_not_use_tensorflow():
+    # The model must run on any Keras 3 backend. Keras' numpy backend needs jax (not installed),
+    # so this is checked on the source: no TensorFlow import and no `tf` name anywhere.
+    paths = sorted(Path(unet.__file__).parent.joinpath("model").glob("*.py"))
+    assert {p.name for p in paths} >= {"network.py", "losses.py"}
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "tensorflow" for a in node.names), path
+            elif isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] != "tensorflow", path
+            elif isinstance(node, ast.Name):
+                assert node.id != "tf", f"{path}:{node.lineno}"

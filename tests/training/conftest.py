@@ -1,0 +1,32 @@
+import os
+from types import SimpleNamespace
+
+import pytest
+
+# Keep TensorFlow's C++ start-up chatter out of the test output (must precede its import).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory):
+    """A 4-case demo, planned for a tiny network (patch 16^3, filters 4-8-16), preprocessed and
+    sharded; fold 0 of a 2-fold split. Treat as read-only."""
+    from unet.data.shards import write_shards
+    from unet.data.splits import make_splits
+    from unet.demo import generate_demo
+    from unet.io.msd import load_dataset
+    from unet.preprocessing.fingerprint import compute_fingerprint
+    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.preprocess import preprocess_case
+
+    root = tmp_path_factory.mktemp("training_demo")
+    dataset = load_dataset(generate_demo(root / "raw", n_train=4, n_test=0, seed=0))
+    fingerprint = compute_fingerprint(dataset, workers=1, seed=0)
+    plan = Plan.from_json(make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4}))
+    for case in dataset.training:
+        preprocess_case(case, plan, root / "preprocessed")
+    ids = [case.id for case in dataset.training]
+    write_shards(root / "preprocessed", ids, root / "shards")
+    fold = make_splits(ids, nfolds=2, seed=0)[0]
+    return SimpleNamespace(root=root, plan=plan, shard_dir=root / "shards",
+                           train_ids=fold["train"], val_ids=fold["val"])

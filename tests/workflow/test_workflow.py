@@ -1,0 +1,169 @@
+"""The workflow end to end on a reduced demo, through the Snakemake CLI, and its rerun behaviour.
+
+One real run (6 training cases, 2 folds, a tiny network, a few steps) is shared by the tests of
+this module; the rerun tests ask Snakemake for a dry run with one setting changed and check
+which rules it would run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+CONFIG = {
+    "task": "demo",
+    "demo": {"n_train": 6, "n_test": 1, "seed": 0},
+    "nfolds": 2,
+    "folds": None,
+    "plan": {"patch_size": [16, 16, 16], "filters": 4, "batch_size": 2},
+    "train": {"epochs": 1, "steps_per_epoch": 3},
+    "predict": {"overlap": 0.25, "batch_size": 4},
+    "evaluate": {"regions": {"whole tumour": [1, 2, 3]}},
+}
+
+
+def _write_config(tmp: Path, name: str, **changes) -> Path:
+    config = json.loads(json.dumps(CONFIG))
+    config.update(data_dir=str(tmp / "data"), results=str(tmp / "results"))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    path = tmp / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table."""
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workflow")
+    config = _write_config(tmp, "config.yaml")
+    result = snakemake(tmp, config)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return tmp, config
+
+
+def test_every_output_of_the_contract_exists(finished_run):
+    tmp, _ = finished_run
+    results = tmp / "results" / "demo"
+    for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json",
+                 "evaluation/summary.json", "evaluation/dice.png"):
+        assert (results / name).is_file(), name
+    splits = json.loads((results / "splits.json").read_text())
+    assert len(splits) == 2
+    training = sorted(c for split in splits for c in split["val"])
+    assert training == [f"DEMO_{i:03d}" for i in range(6)]
+    for case in training:
+        for suffix in (".npy", "_seg.npy", ".json"):
+            assert (results / "preprocessed" / f"{case}{suffix}").is_file()
+    for fold, split in enumerate(splits):
+        fold_dir = results / f"fold_{fold}"
+        for name in ("model.keras", "training_log.jsonl", "training_curves.png"):
+            assert (fold_dir / name).is_file(), f"fold_{fold}/{name}"
+        assert any((fold_dir / "checkpoints" / "last").iterdir())
+        predicted = sorted(p.name for p in (results / "predictions" / f"fold_{fold}").glob("*.nii.gz"))
+        assert predicted == [f"{c}.nii.gz" for c in split["val"]]
+        table = pd.read_csv(results / "evaluation" / f"fold_{fold}.csv")
+        assert {"case", "label", "label_value", "dice"} <= set(table.columns)
+        assert sorted(table["case"].unique()) == split["val"]
+        assert set(table["label"]) == {"edema", "non-enhancing tumour", "enhancing tumour", "whole tumour"}
+    assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
+    summary = json.loads((results / "evaluation" / "summary.json").read_text())
+    assert set(summary["labels"]) == {"edema", "non-enhancing tumour", "enhancing tumour"}
+    assert "whole tumour" in summary["regions"]
+    assert (results / "logs" / "train" / "fold_0.log").is_file()
+
+
+def test_predictions_sit_in_the_raw_geometry(finished_run):
+    tmp, _ = finished_run
+    results, data = tmp / "results" / "demo", tmp / "data" / "demo"
+    predictions = sorted((results / "predictions").glob("*/*.nii.gz"))
+    assert len(predictions) == 7
+    for path in predictions:
+        folder = "imagesTs" if path.parent.name == "test" else "imagesTr"
+        raw = nib.load(data / folder / path.name)
+        pred = nib.load(path)
+        assert pred.shape == raw.shape[:3]
+        np.testing.assert_allclose(pred.affine, raw.affine, atol=1e-5)
+        assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(raw.affine)
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_second_run_does_nothing(finished_run):
+    tmp, config = finished_run
+    assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
+
+
+def test_changing_overlap_reruns_prediction_and_evaluation_only(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "overlap.yaml", predict__overlap=0.5)
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert set(jobs) == {"predict", "ensemble", "evaluate", "report", "all"}
+    assert jobs["predict"] == 2 and jobs["evaluate"] == 2
+
+
+def test_changing_learning_rate_reruns_training_onward_not_preprocessing(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "lr.yaml", train__learning_rate=0.01)
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert set(jobs) == {"train", "predict", "ensemble", "evaluate", "report", "all"}
+    assert jobs["train"] == 2
+
+
+def test_resume_switch_does_not_invalidate_finished_folds(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "resume.yaml", train__resume=True)
+    assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
+
+
+def test_changing_a_plan_override_reruns_from_planning(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "plan.yaml", plan__batch_size=4)
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert {"plan", "preprocess", "shard", "train"} <= set(jobs)
+    assert "fingerprint" not in jobs and "download" not in jobs
+
+
+def test_a_typo_in_a_config_key_stops_before_any_job(tmp_path):
+    config = _write_config(tmp_path, "typo.yaml")
+    text = config.read_text().replace("predict:", "predcit:")
+    config.write_text(text)
+    result = snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode != 0
+    assert "predcit" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_wrong_type_names_the_key(tmp_path):
+    config = _write_config(tmp_path, "type.yaml", train__epochs="ten")
+    result = snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode != 0
+    assert "'ten' is not of type 'integer'" in result.stdout + result.stderr
