@@ -20,7 +20,7 @@ def res(*parts):
     return str(RESULTS_DIR.joinpath(*parts))
 
 
-def log(*parts):
+def log_file(*parts):
     return res("logs", *parts)
 
 

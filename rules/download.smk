@@ -10,7 +10,7 @@ checkpoint download:
         data_dir=str(DATA_DIR),
         demo=config.get("demo", {}) if TASK == "demo" else None,
     log:
-        log("download.log"),
+        log_file("download.log"),
     localrule: True
     script:
         "../workflow_scripts/download.py"

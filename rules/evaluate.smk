@@ -11,6 +11,6 @@ rule evaluate:
         regions=config["evaluate"].get("regions", {}),
         data_dir=str(DATA_DIR),
     log:
-        log("evaluate", "fold_{fold}.log"),
+        log_file("evaluate", "fold_{fold}.log"),
     script:
         "../workflow_scripts/evaluate.py"

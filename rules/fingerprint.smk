@@ -8,7 +8,7 @@ rule fingerprint:
     params:
         data_dir=str(DATA_DIR),
     log:
-        log("fingerprint.log"),
+        log_file("fingerprint.log"),
     threads: workflow.cores
     benchmark:
         res("benchmarks", "fingerprint.tsv")

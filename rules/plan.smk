@@ -8,7 +8,7 @@ rule plan:
     params:
         overrides=config["plan"],
     log:
-        log("plan.log"),
+        log_file("plan.log"),
     localrule: True
     script:
         "../workflow_scripts/plan.py"

@@ -13,7 +13,7 @@ rule predict:
         predict=config["predict"],
         preprocessed_dir=res("preprocessed"),
     log:
-        log("predict", "fold_{fold}.log"),
+        log_file("predict", "fold_{fold}.log"),
     threads: workflow.cores
     benchmark:
         res("benchmarks", "predict_fold_{fold}.tsv")
@@ -32,7 +32,7 @@ rule ensemble:
         predict=config["predict"],
         data_dir=str(DATA_DIR),
     log:
-        log("predict", "test.log"),
+        log_file("predict", "test.log"),
     threads: workflow.cores
     script:
         "../workflow_scripts/ensemble.py"

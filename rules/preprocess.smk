@@ -12,7 +12,7 @@ rule preprocess:
     params:
         data_dir=str(DATA_DIR),
     log:
-        log("preprocess", "{case}.log"),
+        log_file("preprocess", "{case}.log"),
     threads: 1
     script:
         "../workflow_scripts/preprocess.py"

@@ -9,7 +9,7 @@ rule report:
         plot=report(res("evaluation", "dice.png"), caption="../report/dice.rst",
                     category="Evaluation"),
     log:
-        log("report.log"),
+        log_file("report.log"),
     localrule: True
     script:
         "../workflow_scripts/report.py"

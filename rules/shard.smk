@@ -11,6 +11,6 @@ rule shard:
         nfolds=config["nfolds"],
         split_seed=config["split_seed"],
     log:
-        log("shard.log"),
+        log_file("shard.log"),
     script:
         "../workflow_scripts/shard.py"

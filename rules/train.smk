@@ -19,10 +19,10 @@ rule train:
     params:
         train={k: v for k, v in config["train"].items() if k != "resume"},
     log:
-        log("train", "fold_{fold}.log"),
+        log_file("train", "fold_{fold}.log"),
     threads: workflow.cores
     resources:
-        gpu=lambda wildcards: max(1, config["train"]["gpus"]),
+        gpu=config["train"]["gpus"],
     benchmark:
         res("benchmarks", "train_fold_{fold}.tsv")
     script:

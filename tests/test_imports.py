@@ -9,6 +9,7 @@ import unet
 
 LIGHT_MODULES = [
     "unet",
+    "unet.runtime",
     "unet.io.datasets",
     "unet.io.download",
     "unet.preprocessing.fingerprint",

@@ -1,4 +1,29 @@
 import os
+from types import SimpleNamespace
+
+import pytest
 
 # Keep TensorFlow's C++ start-up chatter out of the test output (must precede its import).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def preprocessed_demo(tmp_path_factory):
+    """Demo (seed 0: 3 training cases stored LAS, LPS and RPI, 1 test case), planned for patch
+    16^3 and filters 4-8-16 at a spacing that resamples every axis of every case (up and down),
+    training cases preprocessed. Treat as read-only."""
+    from unet.demo import generate_demo
+    from unet.io.msd import load_dataset
+    from unet.preprocessing.fingerprint import compute_fingerprint
+    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.preprocess import preprocess_case
+
+    root = tmp_path_factory.mktemp("inference_demo")
+    dataset = load_dataset(generate_demo(root / "raw", n_train=3, n_test=1, seed=0))
+    fingerprint = compute_fingerprint(dataset, workers=1, seed=0)
+    plan = Plan.from_json(make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4,
+                                                   "spacing": [0.9, 1.1, 1.6]}))
+    for case in dataset.training:
+        preprocess_case(case, plan, root / "preprocessed")
+    return SimpleNamespace(dataset=dataset, plan=plan, preprocessed=root / "preprocessed",
+                           root=root)

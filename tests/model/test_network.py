@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unet.model.network import build_unet
+from unet.model.network import build_from_plan, build_unet
 
 
 def _run(model, shape, channels, seed=0):
@@ -53,3 +53,31 @@ def test_only_backend_neutral_keras_layers():
         module = type(layer).__module__
         assert module.startswith("keras.src.layers.") or module.startswith("keras.src.models."), module
         assert type(layer).__name__ not in ("Lambda", "TFSMLayer"), layer.name
+
+
+def test_probabilities_stay_float32_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_unet(1, 2, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("enc0a_conv").compute_dtype == "float16"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    probs = _run(model, (8, 8, 8), 1)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_build_from_plan_follows_the_plan():
+    from unet.preprocessing.planning import Plan
+
+    plan = Plan(dataset="t", modalities=("a", "b", "c"), labels={0: "bg", 1: "x"}, spacing=(1.0, 1.0, 3.0),
+                patch_size=(16, 16, 8), batch_size=2, filters=(4, 8, 16),
+                strides=((1, 1, 1), (2, 2, 1), (2, 2, 2)), kernels=((3, 3, 1), (3, 3, 3), (3, 3, 3)),
+                normalization=())
+    model = build_from_plan(plan)
+    assert model.get_layer("enc2a_conv").filters == 16
+    assert model.get_layer("enc1a_conv").strides == (2, 2, 1)
+    assert _run(model, plan.patch_size, 3).shape == (2, 16, 16, 8, 2)

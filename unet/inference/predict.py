@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from unet.config import settings_from
 from unet.io.atomic import load_npy
 from unet.io.nifti import save_nifti
 from unet.inference.restore import restore_labels
@@ -32,7 +33,7 @@ class PredictSettings:
 
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
-        return cls(**section)
+        return settings_from(cls, section, "predict")
 
 
 def load_models(paths: Sequence[str | Path]) -> list:
@@ -41,11 +42,18 @@ def load_models(paths: Sequence[str | Path]) -> list:
     return [keras.saving.load_model(str(p), compile=False) for p in paths]
 
 
+def _mirrorings(batch_ndim: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a (B, *spatial, C) batch: 8 in 3D, 4 in 2D."""
+    spatial = tuple(range(1, batch_ndim - 1))
+    return [axes for n in range(len(spatial) + 1) for axes in itertools.combinations(spatial, n)]
+
+
 def ensemble_predictor(models: Sequence, tta: bool = False) -> Predictor:
-    """Average of the models' softmax outputs; with `tta`, also over all 8 mirrorings."""
-    flip_sets = [axes for n in range(4) for axes in itertools.combinations((1, 2, 3), n)] if tta else [()]
+    """Average of the models' softmax outputs; with `tta`, also over all mirrorings of the
+    spatial axes (8 for a 3D batch (B, X, Y, Z, C), 4 for a 2D one)."""
 
     def predict(batch: np.ndarray) -> np.ndarray:
+        flip_sets = _mirrorings(batch.ndim) if tta else [()]
         total = None
         for model in models:
             for axes in flip_sets:

@@ -150,7 +150,8 @@ class FoldTrainer:
             lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs)
             self.optimizer.learning_rate.assign(lr)
             start, losses = time.perf_counter(), []
-            bar = tqdm(range(s.steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False)
+            bar = tqdm(range(s.steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False,
+                       mininterval=1.0)
             for _ in bar:
                 losses.append(float(train_step(next(batches))))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -166,9 +167,10 @@ class FoldTrainer:
             if ema > float(self.best_ema.numpy()):
                 self.best_ema.assign(ema)
                 self._save_weights(self.out_dir / "checkpoints" / "best.weights.h5")
+            # Log first: a resume drops rows of epochs the checkpoint does not hold, never the reverse.
+            self._write_log(rows)
             self.epoch.assign(epoch + 1)
             self.manager.save(checkpoint_number=epoch + 1)
-            self._write_log(rows)
             with writer.as_default(step=epoch):
                 for key in ("loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s"):
                     tf.summary.scalar(key, row[key])

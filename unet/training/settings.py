@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from unet.config import settings_from
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,10 @@ class TrainSettings:
     resume: bool = False
     validation_patches: int = 32
 
+    def __post_init__(self):
+        if self.deep_supervision:
+            raise ValueError("config train.deep_supervision: not implemented yet; set it to false")
+
     @classmethod
     def from_config(cls, section: dict) -> "TrainSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"config train: unknown keys {sorted(unknown)}")
-        return cls(**section)
+        return settings_from(cls, section, "train")

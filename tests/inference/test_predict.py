@@ -1,0 +1,144 @@
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unet.inference.predict import (PredictSettings, ensemble_predictor, predict_cases,
+                                    preprocessed_inputs, raw_inputs)
+
+# Keras' own saving converts TF variables with np.array(copy=False) under numpy 2.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class VoxelwiseModel:
+    """Softmax of a per-voxel linear map of the channels: commutes with every mirroring."""
+
+    def __init__(self, weights):
+        self.weights = np.asarray(weights, np.float32)
+        self.inputs = []
+
+    def predict_on_batch(self, batch):
+        self.inputs.append(np.array(batch))
+        return _softmax(batch @ self.weights)
+
+
+class PositionModel(VoxelwiseModel):
+    """Also depends on the position along the first spatial axis: not mirror-equivariant."""
+
+    def predict_on_batch(self, batch):
+        self.inputs.append(np.array(batch))
+        ramp = np.linspace(-2, 2, batch.shape[1], dtype=np.float32)[None, :, None, None, None]
+        return _softmax(batch @ self.weights + ramp * np.array([1.0, -1.0, 0.0], np.float32))
+
+
+@pytest.fixture
+def batch():
+    return np.random.default_rng(0).normal(size=(2, 6, 5, 4, 2)).astype(np.float32)
+
+
+def test_ensemble_averages_the_models(batch):
+    a = VoxelwiseModel([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+    b = VoxelwiseModel([[-1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    probs = ensemble_predictor([a, b])(batch)
+    expected = (_softmax(batch @ a.weights) + _softmax(batch @ b.weights)) / 2
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    assert len(a.inputs) == len(b.inputs) == 1
+
+
+def test_tta_with_an_equivariant_model_changes_nothing(batch):
+    model = VoxelwiseModel([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+    plain = ensemble_predictor([model])(batch)
+    model.inputs.clear()
+    tta = ensemble_predictor([model], tta=True)(batch)
+    np.testing.assert_allclose(tta, plain, rtol=1e-5, atol=1e-6)
+    # Eight calls, one per mirroring of the three spatial axes (batch and channel axes untouched).
+    assert len(model.inputs) == 8
+    mirrorings = [axes for n in range(4) for axes in itertools.combinations((1, 2, 3), n)]
+    for axes in mirrorings:
+        flipped = np.flip(batch, axes) if axes else batch
+        assert sum(np.array_equal(x, flipped) for x in model.inputs) == 1, axes
+
+
+def test_tta_makes_any_model_mirror_equivariant(batch):
+    # Averaged over all mirrorings, each flipped back, the prediction of a mirrored input is the
+    # mirrored prediction, even for a model that is not equivariant itself.
+    model = PositionModel([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+    predict = ensemble_predictor([model], tta=True)
+    probs = predict(batch)
+    assert not np.allclose(probs, ensemble_predictor([model])(batch), atol=1e-3)
+    for axes in [(1,), (2, 3), (1, 2, 3)]:
+        np.testing.assert_allclose(predict(np.flip(batch, axes)), np.flip(probs, axes), rtol=1e-5, atol=1e-6)
+
+
+def test_tta_on_two_dimensional_batches():
+    # A 2D model's batch is (B, X, Y, C): only X and Y are mirrored (4 ways), never the channels.
+    batch = np.random.default_rng(1).normal(size=(2, 6, 5, 2)).astype(np.float32)
+    model = VoxelwiseModel([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+    plain = ensemble_predictor([model])(batch)
+    model.inputs.clear()
+    tta = ensemble_predictor([model], tta=True)(batch)
+    np.testing.assert_allclose(tta, plain, rtol=1e-5, atol=1e-6)
+    assert len(model.inputs) == 4
+    for axes in [(), (1,), (2,), (1, 2)]:
+        flipped = np.flip(batch, axes) if axes else batch
+        assert sum(np.array_equal(x, flipped) for x in model.inputs) == 1, axes
+
+
+@pytest.fixture(scope="module")
+def saved_models(preprocessed_demo, tmp_path_factory):
+    import keras
+
+    from unet.model.network import build_from_plan
+
+    paths = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        path = tmp_path_factory.mktemp("models") / f"fold_{seed}.keras"
+        build_from_plan(preprocessed_demo.plan).save(path)
+        paths.append(path)
+    return paths
+
+
+def _check_prediction(path, image_path, label_values):
+    raw = nib.load(str(image_path))
+    written = nib.load(str(path))
+    assert written.shape == raw.shape[:3]
+    np.testing.assert_allclose(written.affine, raw.affine, atol=1e-5)
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(raw.affine)
+    values = np.asarray(written.dataobj)
+    assert np.issubdtype(values.dtype, np.integer)
+    assert set(np.unique(values)) <= set(label_values)
+    # Outside the bounding box of the image's non-zero voxels (cropped away) is background.
+    nonzero = np.asarray(raw.dataobj).reshape(raw.shape[:3] + (-1,)).any(-1)
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(nonzero.any(axis=others))
+        outside = np.moveaxis(values, axis, 0)
+        assert not outside[:hits[0]].any() and not outside[hits[-1] + 1:].any(), axis
+
+
+def test_predict_validation_cases(preprocessed_demo, saved_models, tmp_path):
+    plan, dataset = preprocessed_demo.plan, preprocessed_demo.dataset
+    ids = [case.id for case in dataset.training]
+    settings = PredictSettings(overlap=0.25, batch_size=8)
+    written = predict_cases(saved_models[:1], preprocessed_inputs(preprocessed_demo.preprocessed, ids),
+                            len(ids), tmp_path / "fold_0", plan.patch_size, plan.label_values, settings)
+    assert written == [tmp_path / "fold_0" / f"{cid}.nii.gz" for cid in ids]
+    for path, case in zip(written, dataset.training):
+        _check_prediction(path, case.image, plan.label_values)
+
+
+def test_predict_test_cases_with_an_ensemble(preprocessed_demo, saved_models, tmp_path):
+    plan, dataset = preprocessed_demo.plan, preprocessed_demo.dataset
+    settings = PredictSettings(overlap=0.0, batch_size=8, blend="constant", tta=True)
+    written = predict_cases(saved_models, raw_inputs(dataset.test, plan), len(dataset.test),
+                            tmp_path / "test", plan.patch_size, plan.label_values, settings)
+    assert [p.name for p in written] == [f"{case.id}.nii.gz" for case in dataset.test]
+    _check_prediction(written[0], dataset.test[0].image, plan.label_values)

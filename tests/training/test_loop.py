@@ -1,0 +1,94 @@
+"""The training loop on a 4-case demo: outputs of a fold, resume, and a fresh restart."""
+
+import contextlib
+import io
+import json
+import re
+from dataclasses import replace
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unet.training.loop import train_fold
+from unet.training.settings import TrainSettings
+
+STEPS = 3
+SETTINGS = TrainSettings(epochs=2, steps_per_epoch=STEPS, validation_patches=4, seed=0)
+# Keras' own weight saving converts TF variables with np.array(copy=False) under numpy 2.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+LOG_KEYS = {"epoch", "loss", "val_dice", "val_dice_mean", "ema_val_dice", "learning_rate",
+            "epoch_time_s", "patches_per_s"}
+
+
+def _train(ws, out_dir, settings):
+    """Train; return (rows, log file rows, epochs this call trained (1-based), checkpoint state)."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rows = train_fold(ws.plan, settings, ws.shard_dir, ws.train_ids, ws.val_ids, out_dir,
+                          out_dir / "model.keras", out_dir / "training_curves.png")
+    log_rows = [json.loads(line) for line in (out_dir / "training_log.jsonl").read_text().splitlines()]
+    trained = [int(n) for n in re.findall(r"^epoch (\d+)/\d+:", stdout.getvalue(), re.M)]
+    reader = tf.train.load_checkpoint(str(out_dir / "checkpoints" / "last"))
+    state = {"epoch": int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+             "iterations": int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))}
+    return SimpleNamespace(rows=rows, log=log_rows, trained=trained, state=state, stdout=stdout.getvalue())
+
+
+@pytest.fixture(scope="module")
+def runs(demo_workspace, tmp_path_factory):
+    """In one fold folder: 1 epoch; resumed to 2 epochs; then a fresh 2-epoch run over it."""
+    out_dir = tmp_path_factory.mktemp("fold_0")
+    first = _train(demo_workspace, out_dir, replace(SETTINGS, epochs=1))
+    resumed = _train(demo_workspace, out_dir, replace(SETTINGS, resume=True))
+    fresh = _train(demo_workspace, out_dir, SETTINGS)
+    return SimpleNamespace(out_dir=out_dir, first=first, resumed=resumed, fresh=fresh)
+
+
+def test_fold_outputs(runs, demo_workspace):
+    out_dir, plan = runs.out_dir, demo_workspace.plan
+    model = keras.saving.load_model(str(out_dir / "model.keras"), compile=False)
+    x = np.zeros((1, *plan.patch_size, plan.num_channels), np.float32)
+    assert model.predict_on_batch(x).shape == (1, *plan.patch_size, plan.num_classes)
+
+    log = runs.fresh.log
+    assert [row["epoch"] for row in log] == [0, 1]
+    assert log == runs.fresh.rows
+    for row in log:
+        assert LOG_KEYS <= set(row)
+        assert set(row["val_dice"]) == {"edema", "non-enhancing tumour", "enhancing tumour"}
+        assert all(0.0 <= d <= 1.0 for d in row["val_dice"].values())
+        assert np.isfinite(row["loss"]) and row["loss"] > 0 and row["patches_per_s"] > 0
+    assert log[0]["learning_rate"] == pytest.approx(SETTINGS.learning_rate)
+    assert log[1]["learning_rate"] == pytest.approx(SETTINGS.learning_rate * 0.5 ** 0.9)
+
+    assert (out_dir / "checkpoints" / "last" / "checkpoint").is_file()
+    assert runs.fresh.state == {"epoch": 2, "iterations": 2 * STEPS}
+    assert (out_dir / "checkpoints" / "best.weights.h5").is_file()
+    assert list((out_dir / "tensorboard").glob("events.out.tfevents.*"))
+    png = out_dir / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).ndim == 3
+    assert not list(out_dir.glob(".*"))  # no temporary files left behind
+
+
+def test_resume_continues_after_the_last_checkpoint(runs):
+    first, resumed = runs.first, runs.resumed
+    assert first.trained == [1] and first.state == {"epoch": 1, "iterations": STEPS}
+    assert "resuming from" in resumed.stdout
+    assert resumed.trained == [2]  # only the missing epoch
+    assert [row["epoch"] for row in resumed.log] == [0, 1]
+    assert resumed.log[0] == first.log[0]  # the first run's row is kept as it was
+    assert resumed.log[1]["learning_rate"] == pytest.approx(SETTINGS.learning_rate * 0.5 ** 0.9)
+    # The optimizer state continued: its step counter counts both runs' steps.
+    assert resumed.state == {"epoch": 2, "iterations": 2 * STEPS}
+
+
+def test_without_resume_a_fold_starts_over(runs):
+    assert runs.fresh.trained == [1, 2]
+    assert "resuming" not in runs.fresh.stdout
+    assert runs.fresh.log[0] != runs.resumed.log[0]
