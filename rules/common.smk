@@ -55,6 +55,17 @@ def final_targets(wildcards):
     return targets
 
 
+def train_resources():
+    """Resources of a `train` job: `train.gpus` GPUs for one process, or with `train.nodes` > 1
+    one task per node (launched with srun by the script, resource `mpi`) with `train.gpus` each."""
+    gpus, nodes = config["train"]["gpus"], config["train"].get("nodes", 1)
+    if nodes == 1:
+        # No `tasks` here: with a gpu request the SLURM plugin turns it into --ntasks-per-gpu.
+        return {"gpu": gpus}
+    extra = "--ntasks-per-node=1" + (f" --gpus-per-task={gpus}" if gpus > 0 else "")
+    return {"nodes": nodes, "tasks": nodes, "mpi": "srun", "slurm_extra": extra}
+
+
 for fold in FOLDS:
     if fold >= config["nfolds"]:
         raise ValueError(f"config folds: fold {fold} does not exist with nfolds={config['nfolds']}")

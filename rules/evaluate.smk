@@ -1,3 +1,6 @@
+# `evaluate`: one job per fold, the fold's validation predictions against labelsTr.
+# `evaluate.regions: null` scores the regions that dataset.json declares (read at run time;
+# dataset.ok changes whenever the dataset does, so a changed dataset.json reruns this rule).
 
 
 rule evaluate:
@@ -8,9 +11,12 @@ rule evaluate:
     output:
         res("evaluation", "fold_{fold}.csv"),
     params:
-        regions=config["evaluate"].get("regions", {}),
+        regions=config["evaluate"].get("regions"),
+        empty=config["evaluate"].get("empty", "nan"),
         data_dir=str(DATA_DIR),
     log:
         log_file("evaluate", "fold_{fold}.log"),
+    benchmark:
+        res("benchmarks", "evaluate_fold_{fold}.tsv")
     script:
         "../workflow_scripts/evaluate.py"

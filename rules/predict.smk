@@ -1,4 +1,5 @@
 # `predict`: the validation cases of one fold; `ensemble`: the test images, averaged over folds.
+# Both write {case}.nii.gz, and {case}.npz (probabilities) with predict.save_probabilities.
 
 
 rule predict:
@@ -15,6 +16,8 @@ rule predict:
     log:
         log_file("predict", "fold_{fold}.log"),
     threads: workflow.cores
+    resources:
+        gpu=min(config["train"]["gpus"], 1),
     benchmark:
         res("benchmarks", "predict_fold_{fold}.tsv")
     script:
@@ -34,5 +37,7 @@ rule ensemble:
     log:
         log_file("predict", "test.log"),
     threads: workflow.cores
+    resources:
+        gpu=min(config["train"]["gpus"], 1),
     script:
         "../workflow_scripts/ensemble.py"

@@ -14,5 +14,7 @@ rule preprocess:
     log:
         log_file("preprocess", "{case}.log"),
     threads: 1
+    group:
+        "preprocess"  # on a cluster, cases share SLURM jobs (group-components in profiles/slurm)
     script:
         "../workflow_scripts/preprocess.py"

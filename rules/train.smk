@@ -22,7 +22,7 @@ rule train:
         log_file("train", "fold_{fold}.log"),
     threads: workflow.cores
     resources:
-        gpu=config["train"]["gpus"],
+        **train_resources(),
     benchmark:
         res("benchmarks", "train_fold_{fold}.tsv")
     script:

@@ -1,8 +1,10 @@
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 
-from unet.demo import LABELS, MODALITIES, case_ids, generate_demo, synthesize_case
+from unet.demo import LABELS, MODALITIES, REGIONS, case_ids, generate_demo, synthesize_case
 from unet.io.msd import load_dataset
 from unet.io.nifti import load_image, load_label, voxel_spacing
 
@@ -56,6 +58,17 @@ def test_written_files_match_synthesized_case(tmp_path):
     test_img, _ = load_image(root / "imagesTs" / "DEMO_002.nii.gz")
     np.testing.assert_array_equal(test_img, synthesize_case(2, seed=0)[0])
     assert not (root / "labelsTr" / "DEMO_002.nii.gz").exists()
+
+
+def test_dataset_json_declares_the_brats_style_regions(tmp_path):
+    root = generate_demo(tmp_path, n_train=1, n_test=0, seed=0)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["regions"] == {"whole tumour": [1, 2, 3], "tumour core": [2, 3],
+                               "enhancing tumour": [3]} == REGIONS
+    # Each region is a union of declared foreground labels, nested like BraTS's WT > TC > ET.
+    regions = [set(v) for v in meta["regions"].values()]
+    assert all(r <= set(LABELS) - {0} for r in regions)
+    assert regions[0] > regions[1] > regions[2]
 
 
 def test_case_ids():

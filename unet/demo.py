@@ -21,6 +21,8 @@ from unet.io.nifti import save_nifti
 
 MODALITIES = ["FLAIR", "T1gd"]
 LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
+# BraTS-style regions (unions of label values, scored as one structure), written to dataset.json.
+REGIONS = {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]}
 # Mean intensity per tissue (background-of-head, edema, core, rim) for each channel.
 _TISSUE_MEANS = np.array([
     [100.0, 185.0, 165.0, 175.0],  # FLAIR-like
@@ -97,5 +99,6 @@ def generate_demo(root: str | Path, n_train: int = 12, n_test: int = 2, seed: in
             save_nifti(root / "labelsTr" / f"{cid}.nii.gz", label, affine)
         else:
             save_nifti(root / "imagesTs" / f"{cid}.nii.gz", image, affine)
-    write_dataset_json(root, "demo", MODALITIES, LABELS, train_ids, test_ids)
+    write_dataset_json(root, "demo", MODALITIES, LABELS, train_ids, test_ids,
+                       extra={"regions": REGIONS})
     return root

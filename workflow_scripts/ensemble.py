@@ -1,8 +1,9 @@
 """Rule `ensemble`: the test images (imagesTs), probabilities averaged over the trained folds."""
 from unet.io.logs import output_to
-from unet.runtime import configure_tensorflow
+from unet.runtime import assign_gpus, configure_tensorflow
 
 configure_tensorflow(snakemake.threads)
+assign_gpus(snakemake.resources.get("gpu", 0))
 with output_to(snakemake.log[0]):
     from unet.inference.predict import PredictSettings, predict_cases, raw_inputs
     from unet.io.msd import load_dataset

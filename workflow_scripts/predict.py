@@ -1,8 +1,9 @@
 """Rule `predict`: the validation cases of one fold, written in their raw geometry."""
 from unet.io.logs import output_to
-from unet.runtime import configure_tensorflow
+from unet.runtime import assign_gpus, configure_tensorflow
 
 configure_tensorflow(snakemake.threads)
+assign_gpus(snakemake.resources.get("gpu", 0))
 with output_to(snakemake.log[0]):
     from unet.data.splits import load_fold
     from unet.inference.predict import PredictSettings, predict_cases, preprocessed_inputs

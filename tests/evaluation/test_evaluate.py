@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unet.evaluation.evaluate import Region, evaluate_case, evaluate_folder, write_table
+from unet.evaluation.distances import average_surface_distance, hausdorff, hd95
+from unet.evaluation.evaluate import COLUMNS, Region, evaluate_case, evaluate_folder, \
+    resolve_regions, write_table
+from unet.io.msd import DatasetError, load_dataset, write_dataset_json
 from unet.io.nifti import save_nifti
 
 LABELS = {0: "background", 1: "edema", 2: "core"}
@@ -27,15 +30,36 @@ def test_evaluate_case_label_rows_hand_computed():
     rows = evaluate_case("c1", pred, ref, LABELS, [])
     assert [r["label"] for r in rows] == ["edema", "core"]  # background skipped
     edema, core = rows
-    # edema: TP 32, FP 0, FN 32 -> 64 / 96
+    # edema: TP 32, FP 0, FN 32 -> Dice 64 / 96, IoU 32 / 64
     assert (edema["tp"], edema["fp"], edema["fn"]) == (32, 0, 32)
     assert edema["ref_voxels"] == 64 and edema["pred_voxels"] == 32
     assert edema["dice"] == pytest.approx(64 / 96)
+    assert edema["iou"] == pytest.approx(0.5)
     assert edema["label_value"] == 1 and edema["case"] == "c1"
+    # 1 mm isotropic by default: 64 voxels = 0.064 ml
+    assert edema["ref_volume_ml"] == pytest.approx(0.064)
+    assert edema["pred_volume_ml"] == pytest.approx(0.032)
     # core: TP 32, FP 32, FN 0 -> 64 / 96
     assert (core["tp"], core["fp"], core["fn"]) == (32, 32, 0)
     assert core["dice"] == pytest.approx(64 / 96)
     assert core["label_value"] == 2
+
+
+def test_evaluate_case_distances_use_the_spacing():
+    # Label 1: ref is x 0..3, pred x 0..1, each spanning the whole y-z cross-section.
+    # Along x the prediction ends 2 voxels early; the last face of ref is 2 voxels (2 x 3 mm)
+    # from the last face of pred.
+    pred, ref = two_label_case()
+    spacing = (3.0, 0.5, 0.5)
+    edema = evaluate_case("c", pred, ref, LABELS, [], spacing=spacing)[0]
+    assert edema["hd"] == pytest.approx(6.0)
+    assert edema["hd"] == pytest.approx(hausdorff(pred == 1, ref == 1, spacing))
+    assert edema["hd95"] == pytest.approx(hd95(pred == 1, ref == 1, spacing))
+    assert edema["asd"] == pytest.approx(average_surface_distance(pred == 1, ref == 1, spacing))
+    assert edema["hd95"] <= edema["hd"]
+    assert edema["ref_volume_ml"] == pytest.approx(64 * 0.75 / 1000)
+    isotropic = evaluate_case("c", pred, ref, LABELS, [])[0]
+    assert isotropic["hd"] == pytest.approx(2.0)
 
 
 def test_evaluate_case_region_row():
@@ -46,19 +70,36 @@ def test_evaluate_case_region_row():
     assert region["label"] == "tumour" and region["label_value"] is None
     # Union of labels 1 and 2 is x 0..5 in both: perfect overlap of 96 voxels.
     assert (region["tp"], region["fp"], region["fn"]) == (96, 0, 0)
-    assert region["dice"] == 1.0
+    assert region["dice"] == 1.0 and region["iou"] == 1.0
+    assert region["hd95"] == 0.0 and region["asd"] == 0.0
 
 
 def test_evaluate_case_empty_conventions():
     ref = np.zeros((4, 4, 4), dtype=np.int16)
     ref[0, 0, 0] = 1  # label 1 present in ref only; label 2 absent from ref
     pred = np.zeros_like(ref)
-    rows = evaluate_case("c", pred, ref, LABELS, [])
-    assert rows[0]["dice"] == 0.0  # empty prediction, non-empty reference
-    assert math.isnan(rows[1]["dice"])  # both empty
+    for empty, both_empty in (("nan", math.nan), ("one", 1.0)):
+        edema, core = evaluate_case("c", pred, ref, LABELS, [], empty=empty)
+        assert edema["dice"] == 0.0 and edema["iou"] == 0.0  # empty prediction
+        if math.isnan(both_empty):
+            assert math.isnan(core["dice"]) and math.isnan(core["iou"])
+        else:
+            assert core["dice"] == 1.0 and core["iou"] == 1.0
+        # distances are undefined when either mask is empty, under both conventions
+        for row in (edema, core):
+            assert all(math.isnan(row[k]) for k in ("hd95", "hd", "asd"))
     pred[3, 3, 3] = 2
-    rows = evaluate_case("c", pred, ref, LABELS, [])
-    assert rows[1]["dice"] == 0.0  # empty reference, non-empty prediction
+    _, core = evaluate_case("c", pred, ref, LABELS, [], empty="one")
+    assert core["dice"] == 0.0  # empty reference, non-empty prediction
+    with pytest.raises(ValueError, match="evaluate.empty"):
+        evaluate_case("c", pred, ref, LABELS, [], empty="zero")
+
+
+def test_evaluate_case_empty_case():
+    zeros = np.zeros((3, 3, 3), dtype=np.int16)
+    rows = evaluate_case("c", zeros, zeros, LABELS, [Region("tumour", (1, 2))])
+    assert len(rows) == 3
+    assert all(math.isnan(r["dice"]) and r["tp"] == r["fp"] == r["fn"] == 0 for r in rows)
 
 
 def test_evaluate_case_string_label_keys():
@@ -76,8 +117,29 @@ def test_region_validation():
         Region("bg", (0, 1))
 
 
-def write_pair(tmp_path, case, pred, ref):
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+def test_resolve_regions_prefers_config_then_dataset():
+    dataset = {"whole tumour": (1, 2, 3)}
+    assert resolve_regions({"core": [2, 3]}, dataset) == [Region("core", (2, 3))]
+    assert resolve_regions({}, dataset) == []  # an explicit empty mapping means no regions
+    assert resolve_regions(None, dataset) == [Region("whole tumour", (1, 2, 3))]
+    assert resolve_regions(None, {}) == []
+
+
+def test_dataset_json_regions_are_read(tmp_path):
+    write_dataset_json(tmp_path, "d", ["T1"], {0: "background", 1: "a", 2: "b"}, ["c1"], [],
+                       extra={"regions": {"a or b": [1, 2]}})
+    dataset = load_dataset(tmp_path)
+    assert dataset.regions == {"a or b": (1, 2)}
+    assert resolve_regions(None, dataset.regions) == [Region("a or b", (1, 2))]
+    write_dataset_json(tmp_path, "d", ["T1"], {0: "background", 1: "a"}, ["c1"], [])
+    assert load_dataset(tmp_path).regions == {}
+    write_dataset_json(tmp_path, "d", ["T1"], {0: "background", 1: "a"}, ["c1"], [],
+                       extra={"regions": {"bad": [1, 4]}})
+    with pytest.raises(DatasetError, match="dataset.json.*'bad'.*\\[4\\]"):
+        load_dataset(tmp_path)
+
+
+def write_pair(tmp_path, case, pred, ref, affine=np.diag([1.0, 1.0, 2.0, 1.0])):
     pred_dir = tmp_path / "pred"
     ref_dir = tmp_path / "ref"
     save_nifti(pred_dir / f"{case}.nii.gz", pred, affine, dtype=np.uint8)
@@ -93,6 +155,7 @@ def test_evaluate_folder_on_nifti(tmp_path):
                          [Region("tumour", (1, 2))], fold=3)
     assert isinstance(df, pd.DataFrame)
     assert len(df) == 6
+    assert list(df.columns) == COLUMNS
     assert (df["fold"] == 3).all()
     assert list(df.columns[:5]) == ["case", "fold", "label", "label_value", "dice"]
     a = df[df["case"] == "case_a"].set_index("label")
@@ -100,9 +163,20 @@ def test_evaluate_folder_on_nifti(tmp_path):
     assert a.loc["edema", "dice"] == pytest.approx(64 / 96)
     assert a.loc["core", "dice"] == pytest.approx(64 / 96)
     assert a.loc["tumour", "dice"] == 1.0
-    assert (b["dice"] == 1.0).all()
+    assert (b["dice"] == 1.0).all() and (b["hd95"] == 0.0).all()
     assert pd.isna(a.loc["tumour", "label_value"])
     assert a.loc["core", "label_value"] == 2
+    # The affine's spacing (1, 1, 2) mm: 2 mm^3 voxels; label 1's faces 2 voxels apart along x.
+    assert a.loc["edema", "ref_volume_ml"] == pytest.approx(64 * 2 / 1000)
+    assert a.loc["edema", "hd"] == pytest.approx(2.0)
+    assert a.loc["edema", "hd95"] == pytest.approx(hd95(pred == 1, ref == 1, (1.0, 1.0, 2.0)))
+
+
+def test_evaluate_folder_reads_spacing_from_the_reference(tmp_path):
+    pred, ref = two_label_case()
+    pred_dir, ref_path = write_pair(tmp_path, "c", pred, ref, affine=np.diag([3.0, 1.0, 1.0, 1.0]))
+    df = evaluate_folder(pred_dir, {"c": ref_path}, LABELS, [], fold=0, empty="one")
+    assert df.set_index("label").loc["edema", "hd"] == pytest.approx(6.0)
 
 
 def test_evaluate_folder_shape_mismatch_names_files(tmp_path):
@@ -126,15 +200,17 @@ def test_evaluate_folder_missing_reference(tmp_path):
 
 def test_write_table_csv_roundtrip(tmp_path):
     pred, ref = two_label_case()
+    pred[:] = 0  # empty prediction: label rows without distances
     pred_dir, ref_a = write_pair(tmp_path, "case_a", pred, ref)
     df = evaluate_folder(pred_dir, {"case_a": ref_a}, LABELS, [Region("tumour", (1, 2))], fold=1)
     out = tmp_path / "evaluation" / "fold_1.csv"
     write_table(df, out)
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("case,fold,label,label_value,dice")
-    # Label values are written as ints, the region's as an empty field.
-    assert lines[1].startswith("case_a,1,edema,1,")
-    assert lines[3].startswith("case_a,1,tumour,,1.0")
+    assert lines[0] == ",".join(COLUMNS)
+    # Label values are written as ints, the region's as an empty field; nan distances as empty.
+    assert lines[1].startswith("case_a,1,edema,1,0.0,0.0,,,,")
+    assert lines[3].startswith("case_a,1,tumour,,0.0,0.0,,,,")
     back = pd.read_csv(out)
-    assert back["dice"].tolist() == pytest.approx(df["dice"].tolist())
+    pd.testing.assert_frame_equal(back.drop(columns="label_value"),
+                                  df.drop(columns="label_value"), check_dtype=False)
     assert [p.name for p in out.parent.iterdir()] == ["fold_1.csv"]  # no temp file left

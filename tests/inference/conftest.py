@@ -21,9 +21,29 @@ def preprocessed_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference_demo")
     dataset = load_dataset(generate_demo(root / "raw", n_train=3, n_test=1, seed=0))
     fingerprint = compute_fingerprint(dataset, workers=1, seed=0)
-    plan = Plan.from_json(make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4,
-                                                   "spacing": [0.9, 1.1, 1.6]}))
+    plans = make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4,
+                                     "spacing": [0.9, 1.1, 1.6]})
+    plan = Plan.from_json(plans)
     for case in dataset.training:
         preprocess_case(case, plan, root / "preprocessed")
-    return SimpleNamespace(dataset=dataset, plan=plan, preprocessed=root / "preprocessed",
+    return SimpleNamespace(dataset=dataset, plan=plan, plans=plans, preprocessed=root / "preprocessed",
                            root=root)
+
+
+@pytest.fixture(scope="session")
+def trained_results(preprocessed_demo, tmp_path_factory):
+    """A run's results folder as `python -m unet predict -m` expects it: plans.json and
+    fold_0/model.keras (an untrained network of the plan: predictions are arbitrary but
+    deterministic), plus an unfinished fold_1 without a model. Treat as read-only."""
+    import keras
+
+    from unet.io.atomic import write_json
+    from unet.model.network import build_from_plan
+
+    results = tmp_path_factory.mktemp("trained_results") / "demo"
+    write_json(results / "plans.json", preprocessed_demo.plans)
+    keras.utils.set_random_seed(3)
+    (results / "fold_0").mkdir(parents=True)
+    build_from_plan(preprocessed_demo.plan).save(results / "fold_0" / "model.keras")
+    (results / "fold_1").mkdir()
+    return results

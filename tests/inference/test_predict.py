@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from unet.inference.predict import (PredictSettings, ensemble_predictor, predict_cases,
-                                    preprocessed_inputs, raw_inputs)
+                                    preprocessed_inputs, raw_inputs, write_predictions)
 
 # Keras' own saving converts TF variables with np.array(copy=False) under numpy 2.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -133,6 +133,7 @@ def test_predict_validation_cases(preprocessed_demo, saved_models, tmp_path):
     assert written == [tmp_path / "fold_0" / f"{cid}.nii.gz" for cid in ids]
     for path, case in zip(written, dataset.training):
         _check_prediction(path, case.image, plan.label_values)
+    assert not list((tmp_path / "fold_0").glob("*.npz"))  # save_probabilities is off by default
 
 
 def test_predict_test_cases_with_an_ensemble(preprocessed_demo, saved_models, tmp_path):
@@ -142,3 +143,45 @@ def test_predict_test_cases_with_an_ensemble(preprocessed_demo, saved_models, tm
                             tmp_path / "test", plan.patch_size, plan.label_values, settings)
     assert [p.name for p in written] == [f"{case.id}.nii.gz" for case in dataset.test]
     _check_prediction(written[0], dataset.test[0].image, plan.label_values)
+
+
+def _nonzero_box(mask):
+    """Boolean mask of the bounding box of `mask`'s True voxels."""
+    box = np.zeros_like(mask)
+    hits = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+            for axis in range(mask.ndim)]
+    box[tuple(slice(h[0], h[-1] + 1) for h in hits)] = True
+    return box
+
+
+def test_save_probabilities_round_trip(preprocessed_demo, tmp_path):
+    # The NPZ holds (K, X, Y, Z) probabilities in the raw file's grid and voxel order: their
+    # argmax, mapped to the label values, is exactly the written NIfTI label map.
+    plan, dataset = preprocessed_demo.plan, preprocessed_demo.dataset
+    ids = [case.id for case in dataset.training]
+    label_values = (0, 10, 20, 40)
+    model = VoxelwiseModel([[2.0, 0.0, -1.0, 1.0], [0.5, 2.0, 0.0, -2.0]])
+    settings = PredictSettings(overlap=0.25, batch_size=4, save_probabilities=True)
+    inputs = preprocessed_inputs(preprocessed_demo.preprocessed, ids)
+    written = write_predictions(ensemble_predictor([model]), inputs, len(ids), tmp_path, plan.patch_size,
+                                label_values, settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{cid}.nii.gz" for cid in ids] + [f"{cid}.npz" for cid in ids])  # no temporary leftovers
+    for path, case in zip(written, dataset.training):
+        labels = np.asarray(nib.load(str(path)).dataobj)
+        raw = nib.load(str(case.image))
+        with np.load(tmp_path / f"{case.id}.npz") as npz:
+            assert set(npz.files) == {"probabilities", "label_values"}
+            probs, values = npz["probabilities"], npz["label_values"]
+        np.testing.assert_array_equal(values, label_values)
+        assert probs.dtype == np.float32 and probs.shape == (len(label_values),) + raw.shape[:3]
+        np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+        assert probs.min() >= 0
+        np.testing.assert_array_equal(values[probs.argmax(0)], labels)
+        assert len(np.unique(labels)) > 1  # the check above is not trivially about background
+        # Outside the bounding box of the image's non-zero voxels (cropped away before
+        # prediction) the background has probability 1.
+        inside = _nonzero_box(np.asarray(raw.dataobj).any(-1))
+        assert (~inside).any()
+        np.testing.assert_array_equal(probs[0][~inside], 1.0)
+        assert (probs[0][inside] < 1).mean() > 0.5

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet.inference.restore import restore_labels
+from unet.inference.restore import restore_labels, restore_probabilities
 from unet.io.atomic import load_npy
 from unet.io.nifti import load_label
 from unet.preprocessing.geometry import CaseGeometry
@@ -78,3 +78,32 @@ def test_shape_mismatch_names_the_case(preprocessed_demo):
     wrong = np.zeros(tuple(n + 1 for n in geometry.resampled_shape) + (plan.num_classes,), np.float32)
     with pytest.raises(ValueError, match=case.id):
         restore_labels(wrong, geometry, plan.label_values)
+
+
+def test_probabilities_in_the_raw_grid_exactly_when_no_resampling(preprocessed_demo):
+    # One-hot probabilities of the preprocessed label come back as the one-hot raw label map:
+    # same voxel order (the demo cases are not stored RAS), background 1 outside the crop box.
+    plan = preprocessed_demo.plan
+    for case in preprocessed_demo.dataset.training:
+        geometry = CaseGeometry.load(preprocessed_demo.preprocessed / f"{case.id}.json")
+        _, seg, geometry = preprocess_arrays(case, dataclasses.replace(plan, spacing=geometry.spacing))
+        assert any(hi - lo < n for (lo, hi), n in zip(geometry.crop_box, geometry.canonical_shape))
+        probs = restore_probabilities(_onehot(seg, plan.num_classes), geometry)
+        raw_indices = np.searchsorted(plan.label_values, _raw_label(case))
+        assert probs.dtype == np.float32
+        np.testing.assert_array_equal(probs, np.moveaxis(_onehot(raw_indices, plan.num_classes), -1, 0))
+
+
+def test_argmax_of_restored_probabilities_is_the_restored_label_map(preprocessed_demo):
+    # With resampling: arbitrary probabilities on the preprocessed grid of a resampled case.
+    plan = preprocessed_demo.plan
+    case = preprocessed_demo.dataset.training[2]
+    geometry = CaseGeometry.load(preprocessed_demo.preprocessed / f"{case.id}.json")
+    logits = np.random.default_rng(0).normal(size=geometry.resampled_shape + (plan.num_classes,))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    restored = restore_probabilities(probs, geometry)
+    assert restored.shape == (plan.num_classes,) + _raw_label(case).shape
+    np.testing.assert_allclose(restored.sum(0), 1.0, atol=1e-5)
+    assert restored.min() >= 0
+    labels = restore_labels(probs, geometry, plan.label_values)
+    np.testing.assert_array_equal(np.asarray(plan.label_values)[restored.argmax(0)], labels)

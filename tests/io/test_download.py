@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Iterator
 
 import pytest
 
+import unet.io.download as download_module
 from unet.io.download import (
     DownloadError,
     download_file,
@@ -32,16 +34,25 @@ IMAGE_BYTES = b"not really a nifti, just bytes" * 100
 
 @dataclass
 class Served:
-    """What the server hands out: path -> body, which paths to cut short, and the request log."""
+    """What the server hands out and what it saw.
+
+    files: path -> body. cut: path -> byte of the file at which the *next* response to that path
+    stops (once; the connection then closes early). honour_range: answer `Range: bytes=N-` with
+    206 and the rest of the file (else 200 and the whole file). requests, ranges: each request's
+    path and Range header (None: none sent); sent: body bytes written over all responses.
+    """
     files: dict[str, bytes] = field(default_factory=dict)
-    truncated: set[str] = field(default_factory=set)
+    cut: dict[str, int] = field(default_factory=dict)
+    honour_range: bool = True
     requests: list[str] = field(default_factory=list)
+    ranges: list[str | None] = field(default_factory=list)
+    sent: int = 0
     base_url: str = ""
 
     def add(self, name: str, body: bytes, truncate: bool = False) -> str:
         self.files[f"/{name}"] = body
         if truncate:
-            self.truncated.add(f"/{name}")
+            self.cut[f"/{name}"] = len(body) // 2
         return f"{self.base_url}/{name}"
 
 
@@ -49,16 +60,30 @@ def _handler_for(served: Served) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             served.requests.append(self.path)
+            served.ranges.append(self.headers.get("Range"))
             body = served.files.get(self.path)
             if body is None:
                 self.send_error(404)
                 return
-            self.send_response(200)
-            # Always announce the full size; a truncated path then closes after half of it.
-            self.send_header("Content-Length", str(len(body)))
+            start = 0
+            if self.headers.get("Range") and served.honour_range:
+                start = int(re.fullmatch(r"bytes=(\d+)-", self.headers["Range"]).group(1))
+                if start >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+            # Always announce the full rest; a cut response then closes before the end of it.
+            self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
-            cut = len(body) // 2 if self.path in served.truncated else len(body)
-            self.wfile.write(body[:cut])
+            stop = max(start, served.cut.pop(self.path, len(body)))
+            self.wfile.write(body[start:stop])
+            served.sent += stop - start
             self.close_connection = True
 
         def log_message(self, *args: object) -> None:
@@ -152,19 +177,32 @@ def test_bad_checksum_raises_and_leaves_nothing(server: Served, tmp_path: Path) 
 
     message = str(excinfo.value)
     assert wrong in message and _md5(body) in message and url in message
+    assert f"{TASK}.tar.part was deleted" in message
     assert list(tmp_path.iterdir()) == []  # no dataset folder, no tar, no .part
 
 
-def test_interrupted_transfer_raises_and_leaves_nothing(server: Served, tmp_path: Path) -> None:
+def test_interrupted_transfer_leaves_a_part_that_the_next_call_resumes(
+        server: Served, tmp_path: Path) -> None:
     body = _tiny_msd_tar()
+    half = len(body) // 2
     url = server.add(f"{TASK}.tar", body, truncate=True)
+    part = tmp_path / f"{TASK}.tar.part"
 
     with pytest.raises(DownloadError, match="interrupted") as excinfo:
         download_msd_task(TASK, tmp_path, progress=False, source=(url, _md5(body)))
 
-    assert url in str(excinfo.value)
-    assert f"{len(body) // 2} of {len(body)} bytes" in str(excinfo.value)
-    assert list(tmp_path.iterdir()) == []
+    message = str(excinfo.value)
+    assert url in message and str(part) in message and "resume" in message
+    assert f"{half} of {len(body)} bytes" in message
+    assert list(tmp_path.iterdir()) == [part]  # no dataset folder, no tar: nothing looks finished
+    assert part.read_bytes() == body[:half]
+
+    result = download_msd_task(TASK, tmp_path, progress=False, source=(url, _md5(body)))
+
+    assert server.ranges == [None, f"bytes={half}-"]
+    assert server.sent == len(body)  # the second request fetched only the missing half
+    assert json.loads((result / "dataset.json").read_text()) == DATASET_JSON
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TASK]
 
 
 def test_http_error_names_the_url(server: Served, tmp_path: Path) -> None:
@@ -200,6 +238,90 @@ def test_download_file_replaces_a_wrong_dest(server: Served, tmp_path: Path) -> 
 
     assert dest.read_bytes() == body
     assert not (tmp_path / "file.bin.part").exists()
+
+
+def test_resumed_file_is_checked_as_a_whole(server: Served, tmp_path: Path) -> None:
+    body = bytes(range(256)) * 40
+    url = server.add("file.bin", body)
+    dest = tmp_path / "file.bin"
+    # A .part whose bytes are wrong (e.g. left by another file): appending the rest to it gives
+    # a file of the right size but the wrong content, which only an md5 of the whole file catches.
+    _write(tmp_path / "file.bin.part", b"x" * 1000)
+
+    with pytest.raises(DownloadError, match="checksum mismatch") as excinfo:
+        download_file(url, dest, _md5(body), progress=False)
+
+    assert server.ranges == ["bytes=1000-"]
+    assert f"{tmp_path / 'file.bin.part'} was deleted" in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []
+    download_file(url, dest, _md5(body), progress=False)  # the next call starts afresh
+    assert server.ranges[-1] is None and dest.read_bytes() == body
+
+
+def test_server_ignoring_range_makes_the_download_start_over(server: Served,
+                                                             tmp_path: Path) -> None:
+    server.honour_range = False
+    body = bytes(range(256)) * 40
+    url = server.add("file.bin", body)
+    dest = tmp_path / "file.bin"
+    _write(tmp_path / "file.bin.part", b"x" * 1000)  # appended to, it would fail the md5
+
+    download_file(url, dest, _md5(body), progress=False)
+
+    assert server.ranges == ["bytes=1000-"]  # asked for the rest, got 200 and the whole file
+    assert dest.read_bytes() == body
+    assert not (tmp_path / "file.bin.part").exists()
+
+
+def test_complete_part_is_verified_without_fetching_again(server: Served, tmp_path: Path) -> None:
+    body = b"payload" * 1000
+    url = server.add("file.bin", body)
+    dest = tmp_path / "file.bin"
+    _write(tmp_path / "file.bin.part", body)  # e.g. interrupted between the last byte and rename
+
+    download_file(url, dest, _md5(body), progress=False)
+
+    assert server.ranges == [f"bytes={len(body)}-"] and server.sent == 0  # answered 416
+    assert dest.read_bytes() == body
+
+
+def test_part_longer_than_the_file_starts_over(server: Served, tmp_path: Path) -> None:
+    body = b"payload" * 1000
+    url = server.add("file.bin", body)
+    dest = tmp_path / "file.bin"
+    _write(tmp_path / "file.bin.part", body + b"tail")
+
+    download_file(url, dest, _md5(body), progress=False)
+
+    assert server.ranges == [f"bytes={len(body) + 4}-", None]  # 416, then the whole file
+    assert dest.read_bytes() == body
+
+
+def test_ctrl_c_keeps_the_part_for_the_next_call(server: Served, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    body = bytes(range(256)) * 40
+    url = server.add("file.bin", body)
+    dest = tmp_path / "file.bin"
+    write_chunk = download_module._write_chunk
+    calls = []
+
+    def write_then_interrupt(out, chunk, part):  # Ctrl-C while the second chunk arrives
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write_chunk(out, chunk, part)
+
+    monkeypatch.setattr(download_module, "_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(download_module, "_write_chunk", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download_file(url, dest, _md5(body), progress=False)
+    assert (tmp_path / "file.bin.part").read_bytes() == body[:1000]
+
+    monkeypatch.setattr(download_module, "_write_chunk", write_chunk)
+    download_file(url, dest, _md5(body), progress=False)
+
+    assert server.ranges == [None, "bytes=1000-"]
+    assert dest.read_bytes() == body and not (tmp_path / "file.bin.part").exists()
 
 
 # --- extract_tar ----------------------------------------------------------------------------------

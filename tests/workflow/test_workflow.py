@@ -75,7 +75,8 @@ def test_every_output_of_the_contract_exists(finished_run):
     tmp, _ = finished_run
     results = tmp / "results" / "demo"
     for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json",
-                 "evaluation/summary.json", "evaluation/dice.png"):
+                 "evaluation/summary.json", "evaluation/dice.png", "evaluation/summary.html",
+                 "evaluation/hd95.png", "evaluation/worst_cases.png"):
         assert (results / name).is_file(), name
     splits = json.loads((results / "splits.json").read_text())
     assert len(splits) == 2
@@ -92,13 +93,18 @@ def test_every_output_of_the_contract_exists(finished_run):
         predicted = sorted(p.name for p in (results / "predictions" / f"fold_{fold}").glob("*.nii.gz"))
         assert predicted == [f"{c}.nii.gz" for c in split["val"]]
         table = pd.read_csv(results / "evaluation" / f"fold_{fold}.csv")
-        assert {"case", "label", "label_value", "dice"} <= set(table.columns)
+        assert {"case", "fold", "label", "label_value", "dice", "iou", "hd95", "asd",
+                "ref_volume_ml", "pred_volume_ml", "tp", "fp", "fn"} <= set(table.columns)
+        assert (table["hd95"].dropna() >= 0).all()
+        assert (table.loc[table["label"] == "whole tumour", "ref_volume_ml"] > 0).all()
         assert sorted(table["case"].unique()) == split["val"]
         assert set(table["label"]) == {"edema", "non-enhancing tumour", "enhancing tumour", "whole tumour"}
     assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
     summary = json.loads((results / "evaluation" / "summary.json").read_text())
     assert set(summary["labels"]) == {"edema", "non-enhancing tumour", "enhancing tumour"}
     assert "whole tumour" in summary["regions"]
+    assert summary["mean_foreground_dice"]["all"] is not None
+    assert summary["labels"]["edema"]["all"]["hd95"]["n_cases"] == 6
     assert (results / "logs" / "train" / "fold_0.log").is_file()
 
 
@@ -117,6 +123,13 @@ def test_predictions_sit_in_the_raw_geometry(finished_run):
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
 
 
+def test_report_builds(finished_run):
+    tmp, config = finished_run
+    result = snakemake(tmp, config, "--report", str(tmp / "report.html"))
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert (tmp / "report.html").stat().st_size > 100_000
+
+
 def test_second_run_does_nothing(finished_run):
     tmp, config = finished_run
     assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
@@ -128,6 +141,14 @@ def test_changing_overlap_reruns_prediction_and_evaluation_only(finished_run):
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
     assert set(jobs) == {"predict", "ensemble", "evaluate", "report", "all"}
     assert jobs["predict"] == 2 and jobs["evaluate"] == 2
+
+
+def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "empty.yaml", evaluate__empty="one")
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert set(jobs) == {"evaluate", "report", "all"}
+    assert jobs["evaluate"] == 2
 
 
 def test_changing_learning_rate_reruns_training_onward_not_preprocessing(finished_run):

@@ -1,10 +1,15 @@
-"""Evaluation: overlap metrics, per-case tables, summaries across folds, plots.
+"""Evaluation: overlap and surface-distance metrics, per-case tables, summaries, plots.
 
-Pure numpy/pandas/matplotlib; never imports TensorFlow or Keras, so the `evaluate`
-stage starts fast. Modules:
+Pure numpy/scipy/pandas/matplotlib; never imports TensorFlow or Keras, so the `evaluate`
+and `report` stages start fast. Modules:
 
-- `metrics`: confusion counts and Dice (nnU-Net's convention for empty references).
+- `metrics`: confusion counts, Dice, IoU, volumes; the empty-structure conventions
+  (`evaluate.empty`: "nan" as nnU-Net, "one" as BraTS).
+- `distances`: surface distances in mm with anisotropic spacing: HD95, Hausdorff, ASD.
 - `evaluate`: one tidy row per case and label/region; folder evaluation; CSV output.
-- `summary`: per label/region means per fold and across folds (summary.json).
-- `plots`: box plot of Dice per label/region.
+- `summary`: per label/region and metric statistics per fold and across folds
+  (summary.json, summary.html).
+- `plots`: box plot of a metric per label/region.
+- `mosaic`: image, reference and prediction of the worst cases on their slice of most
+  disagreement.
 """

@@ -1,8 +1,13 @@
 """Per-case evaluation tables: one row per case and foreground label or region.
 
-Columns (see DESIGN.md, `evaluation/fold_{k}.csv`): case, fold (from `evaluate_folder`),
-label (name), label_value (int; empty for a region), dice, tp, fp, fn, ref_voxels,
-pred_voxels.
+Columns (`COLUMNS`, see DESIGN.md `evaluation/fold_{k}.csv`):
+
+- case, fold (from `evaluate_folder`), label (name), label_value (int; empty for a region);
+- dice, iou: overlap, with the `empty` convention of `unet.evaluation.metrics`;
+- hd95, hd, asd: surface distances in mm (`unet.evaluation.distances`); nan (an empty field in
+  the CSV) when the reference or the prediction is empty;
+- ref_volume_ml, pred_volume_ml: voxel count x voxel volume (reference spacing) / 1000;
+- tp, fp, fn, ref_voxels, pred_voxels: voxel counts.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from unet.evaluation.metrics import confusion, dice_from_counts
+from unet.evaluation.distances import bounding_box, surface_distances
+from unet.evaluation.metrics import check_empty, confusion, dice_from_counts, iou_from_counts, \
+    voxel_volume_ml
 from unet.io.atomic import atomic_path
 from unet.io.nifti import load_label, voxel_spacing
 
-COLUMNS = ["case", "fold", "label", "label_value", "dice", "tp", "fp", "fn",
-           "ref_voxels", "pred_voxels"]
+COLUMNS = ["case", "fold", "label", "label_value", "dice", "iou", "hd95", "hd", "asd",
+           "ref_volume_ml", "pred_volume_ml", "tp", "fp", "fn", "ref_voxels", "pred_voxels"]
+FLOAT_COLUMNS = ["dice", "iou", "hd95", "hd", "asd", "ref_volume_ml", "pred_volume_ml"]
+COUNT_COLUMNS = ["fold", "tp", "fp", "fn", "ref_voxels", "pred_voxels"]
 
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -42,19 +51,37 @@ class Region:
         object.__setattr__(self, "labels", values)
 
 
+def resolve_regions(configured: Mapping[str, Sequence[int]] | None,
+                    dataset_regions: Mapping[str, Sequence[int]] | None = None) -> list[Region]:
+    """Regions to score: `configured` (config `evaluate.regions`) if given, even if empty;
+    when it is None, the dataset's own (dataset.json "regions"); else none."""
+    chosen = configured if configured is not None else (dataset_regions or {})
+    return [Region(str(name), tuple(values)) for name, values in chosen.items()]
+
+
 def _foreground_labels(labels: Mapping[int, str]) -> list[tuple[int, str]]:
     """(value, name) of the foreground labels, sorted by value; keys may be ints or digit strings."""
     out = [(int(value), str(name)) for value, name in labels.items()]
     return sorted((v, n) for v, n in out if v != 0)
 
 
-def _row(case_id: str, name: str, value: int | None, pred: np.ndarray, ref: np.ndarray) -> dict:
+def _row(case_id: str, name: str, value: int | None, pred: np.ndarray, ref: np.ndarray,
+         spacing: tuple[float, ...], empty: str) -> dict:
     tp, fp, fn = confusion(pred, ref)
+    distances = surface_distances(pred, ref, spacing)
+    nan = float("nan")
+    voxel_ml = voxel_volume_ml(spacing)
     return {
         "case": case_id,
         "label": name,
         "label_value": value,
-        "dice": dice_from_counts(tp, fp, fn),
+        "dice": dice_from_counts(tp, fp, fn, empty),
+        "iou": iou_from_counts(tp, fp, fn, empty),
+        "hd95": nan if distances is None else distances.hausdorff(95.0),
+        "hd": nan if distances is None else distances.hausdorff(100.0),
+        "asd": nan if distances is None else distances.average(),
+        "ref_volume_ml": (tp + fn) * voxel_ml,
+        "pred_volume_ml": (tp + fp) * voxel_ml,
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -64,22 +91,32 @@ def _row(case_id: str, name: str, value: int | None, pred: np.ndarray, ref: np.n
 
 
 def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mapping[int, str],
-                  regions: Sequence[Region] = ()) -> list[dict]:
+                  regions: Sequence[Region] = (), spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                  empty: str = "nan") -> list[dict]:
     """Rows for one case: each foreground label (value != 0), then each region.
 
-    `pred` and `ref` are label maps of the same shape holding the dataset's label values.
-    Region rows have `label` = region name and `label_value` = None.
+    `pred` and `ref` are label maps of the same shape holding the dataset's label values;
+    `spacing` is the voxel size per array axis in mm; `empty` is "nan" or "one"
+    (`unet.evaluation.metrics`). Region rows have `label` = region name, `label_value` = None.
     """
+    check_empty(empty)
     pred = np.asarray(pred)
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"case {case_id}: prediction shape {pred.shape} differs from "
                          f"reference shape {ref.shape}")
-    rows = [_row(case_id, name, value, pred == value, ref == value)
+    spacing = tuple(float(s) for s in spacing)
+    # Every structure lies inside the box around all foreground: crop once, score the crop.
+    box = bounding_box(pred != 0, ref != 0)
+    if box is None:
+        box = tuple(slice(0, 0) for _ in pred.shape)
+    pred, ref = pred[box], ref[box]
+    rows = [_row(case_id, name, value, pred == value, ref == value, spacing, empty)
             for value, name in _foreground_labels(labels)]
     for region in regions:
         values = list(region.labels)
-        rows.append(_row(case_id, region.name, None, np.isin(pred, values), np.isin(ref, values)))
+        rows.append(_row(case_id, region.name, None, np.isin(pred, values), np.isin(ref, values),
+                         spacing, empty))
     return rows
 
 
@@ -87,25 +124,30 @@ def _case_id(path: Path) -> str:
     return path.name[: -len(NIFTI_SUFFIX)]
 
 
-def _to_frame(rows: list[dict]) -> pd.DataFrame:
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    """The tidy table of `rows`, with `COLUMNS` in order and their dtypes."""
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["label_value"] = df["label_value"].astype("Int64")  # ints, <NA> for regions
-    df["dice"] = df["dice"].astype(float)
-    for col in ("fold", "tp", "fp", "fn", "ref_voxels", "pred_voxels"):
+    for col in FLOAT_COLUMNS:
+        df[col] = df[col].astype(float)
+    for col in COUNT_COLUMNS:
         df[col] = df[col].astype("int64")
     return df
 
 
 def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | os.PathLike],
                     labels: Mapping[int, str], regions: Sequence[Region] = (),
-                    fold: int = 0) -> pd.DataFrame:
+                    fold: int = 0, empty: str = "nan") -> pd.DataFrame:
     """Evaluate every `{case}.nii.gz` in `pred_dir` against `ref_paths[case]`.
 
-    Returns the tidy table (columns `COLUMNS`), cases in sorted order, with `fold` set.
-    Raises ValueError if a prediction has no reference or the shapes differ (naming both files).
+    Distances and volumes use the reference's voxel spacing (a differing prediction spacing
+    is warned about). Returns the tidy table (columns `COLUMNS`), cases in sorted order, with
+    `fold` set. Raises ValueError if a prediction has no reference or the shapes differ
+    (naming both files).
     """
     from tqdm import tqdm
 
+    check_empty(empty)
     pred_dir = Path(pred_dir)
     pred_files = sorted(p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith("."))
     rows: list[dict] = []
@@ -119,17 +161,18 @@ def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | o
         if pred.shape != ref.shape:
             raise ValueError(f"shape mismatch: prediction {pred_path} has shape {pred.shape}, "
                              f"reference {ref_path} has shape {ref.shape}")
-        if not np.allclose(voxel_spacing(pred_affine), voxel_spacing(ref_affine), rtol=1e-3):
+        spacing = voxel_spacing(ref_affine)
+        if not np.allclose(voxel_spacing(pred_affine), spacing, rtol=1e-3):
             warnings.warn(f"voxel spacing differs: prediction {pred_path} "
                           f"{voxel_spacing(pred_affine).tolist()}, reference {ref_path} "
-                          f"{voxel_spacing(ref_affine).tolist()}", stacklevel=2)
-        for row in evaluate_case(case_id, pred, ref, labels, regions):
+                          f"{spacing.tolist()}; distances use the reference's", stacklevel=2)
+        for row in evaluate_case(case_id, pred, ref, labels, regions, spacing, empty):
             row["fold"] = int(fold)
             rows.append(row)
-    return _to_frame(rows)
+    return to_frame(rows)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write `df` as CSV atomically; regions' label_value is written as an empty field."""
+    """Write `df` as CSV atomically; regions' label_value and nan values are empty fields."""
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)

@@ -11,9 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from unet.config import settings_from
-from unet.io.atomic import load_npy
+from unet.io.atomic import atomic_path, load_npy
 from unet.io.nifti import save_nifti
-from unet.inference.restore import restore_labels
+from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
+                                    probabilities_to_cropped)
 from unet.inference.sliding_window import sliding_window_inference
 from unet.io.msd import Case
 from unet.preprocessing.geometry import CaseGeometry
@@ -30,6 +31,7 @@ class PredictSettings:
     blend: str = "gaussian"
     tta: bool = False
     batch_size: int = 2
+    save_probabilities: bool = False   # also write {case}.npz beside each {case}.nii.gz
 
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
@@ -86,19 +88,39 @@ def raw_inputs(cases: Sequence[Case], plan: Plan) -> Iterator[CaseInput]:
         yield case.id, image, geometry
 
 
+def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int]) -> None:
+    """Write `probabilities` (K, X, Y, Z) and the `label_values` of its K classes as a compressed
+    NPZ, atomically. Kept in float32 so that its argmax is exactly the written label map."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, probabilities=np.asarray(probabilities, dtype=np.float32),
+                            label_values=np.asarray(label_values, dtype=np.int64))
+
+
+def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
+                      out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
+                      settings: PredictSettings) -> list[Path]:
+    """Write {out_dir}/{case}.nii.gz per case (the raw image's shape and affine, dataset label
+    values) and, with `settings.save_probabilities`, {out_dir}/{case}.npz (see
+    `unet.inference.restore.probabilities_from_cropped`)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
+        cropped = probabilities_to_cropped(predict_case(predictor, image, patch_size, settings), geometry)
+        if settings.save_probabilities:
+            save_probabilities(Path(out_dir) / f"{cid}.npz", probabilities_from_cropped(cropped, geometry),
+                               label_values)
+        path = Path(out_dir) / f"{cid}.nii.gz"
+        save_nifti(path, labels_from_cropped(cropped, geometry, label_values), geometry.raw_affine)
+        written.append(path)
+    return written
+
+
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
                   settings: PredictSettings) -> list[Path]:
-    """Write {out_dir}/{case}.nii.gz per case: the raw image's shape and affine, dataset label values.
+    """`write_predictions` with the saved Keras models at `model_paths`.
 
     With several models (folds), their probabilities are averaged before the argmax.
     """
     predictor = ensemble_predictor(load_models(model_paths), settings.tta)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    written = []
-    for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
-        probs = predict_case(predictor, image, patch_size, settings)
-        path = Path(out_dir) / f"{cid}.nii.gz"
-        save_nifti(path, restore_labels(probs, geometry, label_values), geometry.raw_affine)
-        written.append(path)
-    return written
+    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings)

@@ -1,8 +1,10 @@
 """Back from the preprocessed grid to the raw image grid, in the reverse order of preprocessing.
 
-Probabilities are resampled (linear) to the cropped shape, the argmax is pasted into the
-canonical volume (background elsewhere), the raw voxel order is restored, and class indices
-become the dataset's label values.
+Probabilities are resampled (linear) to the cropped shape, pasted into the canonical volume
+(background elsewhere), and the raw voxel order is restored. For the label map the argmax is
+taken on the cropped grid, before pasting, and class indices become the dataset's label values;
+the argmax of the restored probabilities is the same map, since pasting and reorienting only move
+voxels.
 """
 
 from __future__ import annotations
@@ -24,11 +26,39 @@ def probabilities_to_cropped(probs: np.ndarray, geometry: CaseGeometry) -> np.nd
     return resample_channels(probs, geometry.cropped_shape, order=1)
 
 
-def restore_labels(probs: np.ndarray, geometry: CaseGeometry, label_values: Sequence[int]) -> np.ndarray:
-    """Label map in the raw file's voxel order and shape, holding the dataset's label values."""
-    indices = np.argmax(probabilities_to_cropped(probs, geometry), axis=-1).astype(np.uint8)
-    canonical = paste(indices, geometry.crop_box, geometry.canonical_shape, fill=0)
-    raw = geometry.reorientation.invert(canonical)
+def cropped_to_raw(array: np.ndarray, geometry: CaseGeometry, fill=0) -> np.ndarray:
+    """Paste a cropped-grid array (trailing axes kept) into the canonical volume, `fill` outside
+    the crop box, and bring it to the raw file's voxel order."""
+    canonical = paste(array, geometry.crop_box, geometry.canonical_shape, fill=fill)
+    return geometry.reorientation.invert(canonical)
+
+
+def labels_from_cropped(cropped: np.ndarray, geometry: CaseGeometry,
+                        label_values: Sequence[int]) -> np.ndarray:
+    """Label map in the raw voxel order and shape, holding the dataset's label values, from
+    (X, Y, Z, K) probabilities on the cropped grid."""
+    indices = np.argmax(cropped, axis=-1).astype(np.uint8)
+    raw = cropped_to_raw(indices, geometry, fill=0)
     values = np.asarray(label_values)
     dtype = np.uint8 if values.max() < 256 and values.min() >= 0 else np.int16
     return values[raw].astype(dtype)
+
+
+def probabilities_from_cropped(cropped: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
+    """(K, X, Y, Z) float32 probabilities in the raw voxel order and shape, from (X, Y, Z, K) on
+    the cropped grid; outside the crop box the background (class 0) has probability 1."""
+    background = np.zeros(cropped.shape[-1], dtype=np.float32)
+    background[0] = 1.0
+    raw = cropped_to_raw(cropped.astype(np.float32, copy=False), geometry, fill=background)
+    return np.ascontiguousarray(np.moveaxis(raw, -1, 0))
+
+
+def restore_labels(probs: np.ndarray, geometry: CaseGeometry, label_values: Sequence[int]) -> np.ndarray:
+    """Label map in the raw file's voxel order and shape, holding the dataset's label values."""
+    return labels_from_cropped(probabilities_to_cropped(probs, geometry), geometry, label_values)
+
+
+def restore_probabilities(probs: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
+    """(K, X, Y, Z) probabilities in the raw file's voxel order and shape (see
+    `probabilities_from_cropped`)."""
+    return probabilities_from_cropped(probabilities_to_cropped(probs, geometry), geometry)

@@ -3,8 +3,15 @@
 Every step writes under a temporary name and renames on success, so an interrupted run
 never leaves a tar or a dataset folder that looks finished:
 
-    {data_dir}/{task}.tar.part  --(md5 ok)-->  {data_dir}/{task}.tar
+    {data_dir}/{task}.tar.part  --(md5 of the whole file ok)-->  {data_dir}/{task}.tar
     {data_dir}/.{task}.extracting.*/  --(dataset.json found)-->  {data_dir}/{task}/
+
+The `.part` file survives an interruption (dropped connection, Ctrl-C, full disk): the next
+call asks the server for the rest with an HTTP `Range: bytes=N-` request and appends it
+(a server that answers 200 instead of 206 sends the whole file, which then replaces the
+`.part`). Only a wrong checksum deletes the `.part`. The dataset folder appears, by one
+rename, only after the tar was verified and fully extracted, so `{task}/dataset.json`
+existing means the dataset is complete.
 
 Only the standard library and tqdm are used, so the `download` stage starts fast.
 """
@@ -16,6 +23,7 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -81,11 +89,24 @@ def _part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def _open_url(url: str) -> http.client.HTTPResponse:
+class _RangeNotSatisfiable(Exception):
+    """HTTP 416 to a Range request; `size` is the whole file's size if the server said it."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _open_url(url: str, offset: int = 0) -> http.client.HTTPResponse:
+    """GET `url`; from byte `offset` on (a Range request) when `offset` > 0."""
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        return urllib.request.urlopen(url, timeout=_TIMEOUT_S)
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                      timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the open connection of the error response
+        if exc.code == 416 and offset:
+            raise _RangeNotSatisfiable(_content_range(exc.headers)[1]) from None
         raise DownloadError(
             f"server answered HTTP {exc.code} {exc.reason} for {url}: check the URL "
             f"(or the task name) and rerun"
@@ -103,30 +124,67 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
         return None  # absent or malformed: the md5 check still catches a short file
 
 
-def _interrupted(url: str, received: int, total: int | None, cause: str) -> DownloadError:
+def _content_range(headers: Any) -> tuple[int | None, int | None]:
+    """(first byte, whole size) from `Content-Range: bytes A-B/T` or `bytes */T`; None: unknown."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*",
+                         headers.get("Content-Range") or "")
+    if match is None:
+        return None, None
+    first, size = match.groups()
+    return (int(first) if first is not None else None), (int(size) if size != "*" else None)
+
+
+def _open_from(url: str, offset: int) -> tuple[http.client.HTTPResponse | None, int]:
+    """Open `url` to continue a `.part` of `offset` bytes: (response, byte its body starts at).
+
+    206 for exactly the missing bytes: append them. 200 (the server ignores Range) or a 206 for
+    other bytes: the whole file, starting over. 416 because the `.part` already holds the whole
+    file: (None, offset), nothing left to fetch; 416 for any other reason: start over.
+    """
+    if not offset:
+        return _open_url(url), 0
+    try:
+        response = _open_url(url, offset)
+    except _RangeNotSatisfiable as exc:
+        if exc.size == offset:
+            return None, offset
+        return _open_url(url), 0
+    if response.status == 206 and _content_range(response.headers)[0] == offset:
+        return response, offset
+    if response.status != 200:
+        response.close()
+        response = _open_url(url)
+    return response, 0
+
+
+def _interrupted(url: str, part: Path, written: int, total: int | None,
+                 cause: str) -> DownloadError:
     of_total = f" of {total}" if total is not None else ""
     return DownloadError(
-        f"transfer of {url} was interrupted after {received}{of_total} bytes ({cause}); "
-        f"the partial file was removed: check your network and rerun"
+        f"transfer of {url} was interrupted after {written}{of_total} bytes ({cause}); "
+        f"the partial file {part} was kept: check your network and rerun to resume"
     )
 
 
-def _read_chunks(response: http.client.HTTPResponse, url: str,
+def _read_chunks(response: http.client.HTTPResponse, url: str, part: Path, start: int,
                  total: int | None) -> Iterator[bytes]:
-    """Yield the body; a dropped connection or a body shorter than Content-Length is an error."""
-    received = 0
+    """Yield the body; a dropped connection or a body shorter than announced is an error.
+
+    `start` is the byte of the file the body begins at, `total` the whole file's size.
+    """
+    written = start
     while True:
         try:
             chunk = response.read(_CHUNK_BYTES)
         except (OSError, http.client.HTTPException) as exc:
-            raise _interrupted(url, received, total, str(exc) or type(exc).__name__) from exc
+            raise _interrupted(url, part, written, total, str(exc) or type(exc).__name__) from exc
         if not chunk:
             break
-        received += len(chunk)
+        written += len(chunk)
         yield chunk
     # http.client returns b"" when the server closes early, without raising: count ourselves.
-    if total is not None and received < total:
-        raise _interrupted(url, received, total, "connection closed early")
+    if total is not None and written < total:
+        raise _interrupted(url, part, written, total, "connection closed early")
 
 
 def _write_chunk(out: BinaryIO, chunk: bytes, part: Path) -> None:
@@ -134,44 +192,49 @@ def _write_chunk(out: BinaryIO, chunk: bytes, part: Path) -> None:
         out.write(chunk)
     except OSError as exc:
         raise DownloadError(
-            f"could not write {part} ({exc}): check free disk space and permissions, then rerun"
+            f"could not write {part} ({exc}): check free disk space and permissions, then rerun "
+            f"to resume"
         ) from exc
 
 
-def _stream_to(url: str, part: Path, progress: bool) -> str:
-    """Stream `url` into `part`; return the md5 computed on the way (no second pass over it)."""
-    digest = _md5_digest()
-    with _open_url(url) as response, open(part, "wb") as out:
-        total = _content_length(response)
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+def _stream_to(url: str, part: Path, progress: bool) -> None:
+    """Bring `part` to the whole content of `url`, resuming what an earlier call left in it."""
+    offset = part.stat().st_size if part.is_file() else 0
+    response, start = _open_from(url, offset)
+    if response is None:
+        return  # the .part already holds every byte; the caller checks the md5
+    with response, open(part, "ab" if start else "wb") as out:
+        length = _content_length(response)
+        total = start + length if length is not None else None
+        with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                   desc=part.name.removesuffix(".part"), disable=not progress) as bar:
-            for chunk in _read_chunks(response, url, total):
+            for chunk in _read_chunks(response, url, part, start, total):
                 _write_chunk(out, chunk, part)
-                digest.update(chunk)
                 bar.update(len(chunk))
-    return digest.hexdigest()
 
 
 def download_file(url: str, dest: Path, md5: str, progress: bool = True) -> Path:
-    """Download `url` to `dest`, verified against `md5`; skip if `dest` already matches it."""
+    """Download `url` to `dest`, verified against `md5`; skip if `dest` already matches it.
+
+    An interrupted transfer leaves `dest.part`, which the next call resumes (see the module
+    docstring). The md5 is computed over the whole `.part` once it is complete, however many
+    calls it took; a mismatch deletes it.
+    """
     dest = Path(dest)
     expected = md5.lower()
+    part = _part_path(dest)
     if dest.is_file() and _file_md5(dest) == expected:
+        part.unlink(missing_ok=True)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = _part_path(dest)
-    try:
-        actual = _stream_to(url, part, progress)
-    except BaseException:
-        # No resume support, so a partial file is useless; remove it even on Ctrl-C.
-        part.unlink(missing_ok=True)
-        raise
+    _stream_to(url, part, progress)
+    actual = _file_md5(part)
     if actual != expected:
         part.unlink(missing_ok=True)
         raise DownloadError(
-            f"checksum mismatch for {url}: expected md5 {expected}, got {actual}; the download "
-            f"was removed. Rerun to retry; if it persists, the file behind the URL changed: "
-            f"check the URL and md5 in the task table"
+            f"checksum mismatch for {url}: expected md5 {expected}, got {actual}; the downloaded "
+            f"file {part} was deleted. Rerun to download it again; if it persists, the file "
+            f"behind the URL changed: check the URL and md5 in the task table"
         )
     os.replace(part, dest)
     return dest
@@ -251,7 +314,10 @@ def download_msd_task(task: str, data_dir: Path, progress: bool = True,
                       source: tuple[str, str] | None = None) -> Path:
     """Download, verify and extract an MSD task to `data_dir/task/`; return that folder.
 
-    `source` = (url, md5) overrides the bundled table (tests, mirrors).
+    The folder appears only once the tar's md5 matched and every member was extracted, so its
+    `dataset.json` marks it complete and a rerun returns at once. An interrupted download is
+    resumed from `data_dir/task.tar.part`. `source` = (url, md5) overrides the bundled table
+    (tests, mirrors).
     """
     data_dir = Path(data_dir)
     dataset_dir = data_dir / task

@@ -3,14 +3,15 @@
     {root}/dataset.json  imagesTr/{case}.nii.gz  labelsTr/{case}.nii.gz  imagesTs/{case}.nii.gz
 
 Images are 4D (X, Y, Z, channel) or 3D for one channel. `dataset.json` names the channels
-("modality", or nnU-Net v2's "channel_names") and the labels ({"value": "name"}).
+("modality", or nnU-Net v2's "channel_names") and the labels ({"value": "name"}); an optional
+"regions" key names label sets scored as one structure ({"whole tumour": [1, 2, 3], ...}).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ class Dataset:
     labels: dict[int, str]  # label value -> name, background included
     training: tuple[Case, ...]
     test: tuple[Case, ...]
+    # region name -> label values (optional dataset.json key "regions"), e.g. BraTS whole tumour
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -85,7 +88,27 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     )
     test = tuple(Case(case_id(item), _resolve(root, item)) for item in meta.get("test", []))
     return Dataset(root=root, name=str(meta.get("name", root.name)), modalities=modalities,
-                   labels=labels, training=_sorted(training), test=_sorted(test))
+                   labels=labels, training=_sorted(training), test=_sorted(test),
+                   regions=_regions(meta_path, meta.get("regions"), labels))
+
+
+def _regions(meta_path: Path, regions, labels: dict[int, str]) -> dict[str, tuple[int, ...]]:
+    """The optional "regions" key: {name: [label value, ...]} of declared foreground labels."""
+    if regions is None:
+        return {}
+    if not isinstance(regions, dict):
+        raise DatasetError(f"{meta_path}: 'regions' must map a region name to a list of label values")
+    out = {}
+    for name, values in regions.items():
+        if not isinstance(values, list) or not values or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise DatasetError(f"{meta_path}: region {name!r} must be a non-empty list of label values")
+        unknown = [v for v in values if v == 0 or v not in labels]
+        if unknown:
+            raise DatasetError(f"{meta_path}: region {name!r} lists {unknown}, which are not "
+                               f"foreground labels ({sorted(v for v in labels if v)})")
+        out[str(name)] = tuple(values)
+    return out
 
 
 def _labels_by_name(labels: dict) -> bool:
@@ -98,8 +121,12 @@ def _sorted(cases: tuple[Case, ...]) -> tuple[Case, ...]:
 
 
 def write_dataset_json(root: str | os.PathLike, name: str, modalities: list[str],
-                       labels: dict[int, str], training: list[str], test: list[str]) -> None:
-    """Write an MSD `dataset.json` for case ids whose files sit in imagesTr/labelsTr/imagesTs."""
+                       labels: dict[int, str], training: list[str], test: list[str],
+                       extra: dict | None = None) -> None:
+    """Write an MSD `dataset.json` for case ids whose files sit in imagesTr/labelsTr/imagesTs.
+
+    `extra` keys (e.g. "regions") are written after "labels".
+    """
     from unet.io.atomic import write_json
 
     write_json(Path(root) / "dataset.json", {
@@ -107,6 +134,7 @@ def write_dataset_json(root: str | os.PathLike, name: str, modalities: list[str]
         "tensorImageSize": "4D",
         "modality": {str(i): m for i, m in enumerate(modalities)},
         "labels": {str(k): v for k, v in sorted(labels.items())},
+        **(extra or {}),
         "numTraining": len(training),
         "numTest": len(test),
         "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}

@@ -63,7 +63,7 @@ class FoldTrainer:
         keras.utils.set_random_seed(s.seed)
         if s.amp:
             keras.mixed_precision.set_global_policy("mixed_float16")
-        self.strategy = make_strategy(s.gpus)
+        self.strategy = make_strategy(s.gpus, s.nodes)
         self.replicas = self.strategy.num_replicas_in_sync
         with self.strategy.scope():
             self.model = build_from_plan(self.plan)

@@ -20,7 +20,8 @@ class TrainSettings:
     augment: bool = True
     oversampling: float = 0.33
     seed: int = 0
-    gpus: int = 1
+    gpus: int = 1                    # per process (per node when nodes > 1)
+    nodes: int = 1                   # > 1: one process per node, MultiWorkerMirroredStrategy (SLURM)
     resume: bool = False
     validation_patches: int = 32
 

@@ -1,0 +1,25 @@
+# `benchmark_*` rules measure speed; the default target does not run them. Run one by name:
+#   snakemake --cores all benchmark_predict
+# The benchmark runs on the first fold of `folds` (its model and validation cases).
+
+
+rule benchmark_predict:
+    input:
+        model=res(f"fold_{FOLDS[0]}", "model.keras"),
+        splits=res("splits.json"),
+        plans=res("plans.json"),
+        preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],
+    output:
+        res("benchmarks", "predict.json"),
+    params:
+        predict={k: v for k, v in config["predict"].items() if k != "save_probabilities"},
+        fold=FOLDS[0],
+        preprocessed_dir=res("preprocessed"),
+        batch_sizes=[1, 2],
+        warmup=20,
+        steps=100,
+    log:
+        log_file("benchmark", "predict.log"),
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/benchmark_predict.py"

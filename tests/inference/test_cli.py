@@ -1,0 +1,49 @@
+"""`python -m unet predict` end to end, in a subprocess, with a tiny saved model."""
+
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unet.inference.predict import PredictSettings, predict_cases, preprocessed_inputs
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+def test_predict_command_writes_segmentations_in_the_raw_grid(preprocessed_demo, trained_results, tmp_path):
+    dataset, plan = preprocessed_demo.dataset, preprocessed_demo.plan
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    cases = [dataset.training[0], dataset.test[0]]
+    for case in cases:
+        shutil.copy(case.image, images)
+    result = subprocess.run(
+        [sys.executable, "-m", "unet", "predict", "-i", str(images), "-o", str(out), "-m", str(trained_results),
+         "--overlap", "0.25", "--batch-size", "4", "--save-probabilities"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote 2 segmentation(s) to {out}" in result.stdout
+    assert "predict: 100%" in result.stderr  # the progress bar
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{case.id}{ext}" for case in cases for ext in (".nii.gz", ".npz"))
+    for case in cases:
+        raw, written = nib.load(str(case.image)), nib.load(str(out / f"{case.id}.nii.gz"))
+        assert written.shape == raw.shape[:3]
+        np.testing.assert_allclose(written.affine, raw.affine, atol=1e-5)
+        labels = np.asarray(written.dataobj)
+        assert set(np.unique(labels)) <= set(plan.label_values)
+        with np.load(out / f"{case.id}.npz") as npz:
+            np.testing.assert_array_equal(npz["label_values"][npz["probabilities"].argmax(0)], labels)
+
+    # Preprocessed in memory exactly like training: the training case gives the same segmentation
+    # as the workflow's path through the preprocess stage's files.
+    train_id = dataset.training[0].id
+    [expected] = predict_cases([trained_results / "fold_0" / "model.keras"],
+                               preprocessed_inputs(preprocessed_demo.preprocessed, [train_id]), 1,
+                               tmp_path / "expected", plan.patch_size, plan.label_values,
+                               PredictSettings(overlap=0.25, batch_size=4))
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out / f"{train_id}.nii.gz")).dataobj),
+                                  np.asarray(nib.load(str(expected)).dataobj))

@@ -1,0 +1,165 @@
+"""unet.io.datasets: what the download stage does with each kind of `task`, and what it says when
+a folder is not right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unet.io.brats as brats
+from unet.demo import generate_demo
+from unet.io.datasets import prepare_dataset
+from unet.io.msd import DatasetError, load_dataset
+from unet.io.nifti import save_nifti
+
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def write_brats(root: Path, ids: tuple[str, ...] = ("P1", "P2")) -> Path:
+    """A minimal BraTS challenge folder: patients with four modalities and a seg."""
+    for i, pid in enumerate(ids):
+        for k, suffix in enumerate(("flair", "t1", "t1ce", "t2")):
+            image = np.zeros((8, 8, 8), np.int16)
+            image[2:6, 2:6, 2:6] = 100 * (k + 1) + i
+            save_nifti(root / pid / f"{pid}_{suffix}.nii.gz", image, AFFINE)
+        seg = np.zeros((8, 8, 8), np.uint8)
+        seg[3:5, 3:5, 3:5] = 4
+        save_nifti(root / pid / f"{pid}_seg.nii.gz", seg, AFFINE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_copy_source(tmp_path_factory) -> Path:
+    return generate_demo(tmp_path_factory.mktemp("demo"), n_train=2, n_test=1, seed=0)
+
+
+@pytest.fixture
+def own_dataset(demo_copy_source: Path, tmp_path: Path) -> Path:
+    """A user's own MSD-layout folder (a copy of a small demo), free to break."""
+    return Path(shutil.copytree(demo_copy_source, tmp_path / "data" / "MyTask"))
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+def test_ingest_converts_the_source_into_data_dir(tmp_path: Path) -> None:
+    src = write_brats(tmp_path / "brats")
+
+    ds = prepare_dataset("BraTS", tmp_path / "data" / "BraTS",
+                         ingest={"format": "brats", "source": str(src)})
+
+    assert ds.root == tmp_path / "data" / "BraTS"
+    assert [c.id for c in ds.training] == ["P1", "P2"] and ds.label_values == (0, 1, 2, 4)
+    assert ds.modalities == ("FLAIR", "T1", "T1ce", "T2")
+
+
+def test_same_ingest_is_not_converted_again_unless_incomplete_or_a_new_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "data" / "BraTS"
+    first = write_brats(tmp_path / "first")
+    prepare_dataset("BraTS", data_dir, ingest={"format": "brats", "source": str(first)})
+    converted = []
+    ingest_brats = brats.ingest_brats
+    monkeypatch.setattr(brats, "ingest_brats",
+                        lambda *a, **k: converted.append(a[0]) or ingest_brats(*a, **k))
+
+    prepare_dataset("BraTS", data_dir, ingest={"format": "brats", "source": str(first)})
+    assert converted == []
+
+    (data_dir / "imagesTr" / "P2.nii.gz").unlink()  # an incomplete conversion is redone
+    prepare_dataset("BraTS", data_dir, ingest={"format": "brats", "source": str(first)})
+    assert converted == [first.resolve()]
+    assert (data_dir / "imagesTr" / "P2.nii.gz").is_file()
+
+    second = write_brats(tmp_path / "second", ids=("Q1", "Q2", "Q3"))
+    ds = prepare_dataset("BraTS", data_dir, ingest={"format": "brats", "source": str(second)})
+    assert converted == [first.resolve(), second.resolve()]
+    assert [c.id for c in ds.training] == ["Q1", "Q2", "Q3"]
+
+
+def test_ingest_with_task_demo_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="`task` is demo"):
+        prepare_dataset("demo", tmp_path / "demo", ingest={"format": "brats", "source": "x"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_ingest_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="ingest.format: 'nifti'"):
+        prepare_dataset("X", tmp_path / "X", ingest={"format": "nifti", "source": "x"})
+
+
+# --- a user's own folder ----------------------------------------------------------------------
+
+def test_own_folder_is_taken_as_it_is(own_dataset: Path) -> None:
+    before = sorted(p.relative_to(own_dataset) for p in own_dataset.rglob("*"))
+
+    ds = prepare_dataset("MyTask", own_dataset)
+
+    assert [c.id for c in ds.training] == ["DEMO_000", "DEMO_001"]
+    assert sorted(p.relative_to(own_dataset) for p in own_dataset.rglob("*")) == before
+
+
+def test_missing_folder_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such folder") as excinfo:
+        prepare_dataset("Nope", tmp_path / "Nope")
+    assert str(tmp_path / "Nope") in str(excinfo.value)
+
+
+def test_missing_dataset_json_says_what_it_needs(own_dataset: Path) -> None:
+    (own_dataset / "dataset.json").unlink()
+
+    with pytest.raises(DatasetError) as excinfo:
+        prepare_dataset("MyTask", own_dataset)
+
+    message = str(excinfo.value)
+    assert str(own_dataset / "dataset.json") in message and "missing" in message
+    assert "'modality'" in message and "'labels'" in message and "'training'" in message
+    assert "BraTS" not in message
+
+
+def test_brats_folder_given_as_task_suggests_ingest(tmp_path: Path) -> None:
+    src = write_brats(tmp_path / "data" / "BraTS2021")
+
+    with pytest.raises(DatasetError, match="ingest: {format: brats, source: ") as excinfo:
+        prepare_dataset("BraTS2021", src)
+
+    assert str(src) in str(excinfo.value)
+
+
+def test_listed_files_that_do_not_exist_are_all_named(own_dataset: Path) -> None:
+    (own_dataset / "labelsTr" / "DEMO_001.nii.gz").unlink()
+    (own_dataset / "imagesTs" / "DEMO_002.nii.gz").unlink()
+
+    with pytest.raises(DatasetError, match="2 file") as excinfo:
+        prepare_dataset("MyTask", own_dataset)
+
+    message = str(excinfo.value)
+    assert str((own_dataset / "labelsTr" / "DEMO_001.nii.gz").resolve()) in message
+    assert str((own_dataset / "imagesTs" / "DEMO_002.nii.gz").resolve()) in message
+
+
+def test_wrong_channel_count_and_label_grid_are_named(own_dataset: Path) -> None:
+    meta = json.loads((own_dataset / "dataset.json").read_text())
+    meta["modality"] = {"0": "FLAIR", "1": "T1gd", "2": "T2"}  # the images have two channels
+    (own_dataset / "dataset.json").write_text(json.dumps(meta))
+    label = own_dataset / "labelsTr" / "DEMO_000.nii.gz"
+    save_nifti(label, np.zeros((5, 5, 5), np.uint8), AFFINE)
+
+    with pytest.raises(DatasetError) as excinfo:
+        prepare_dataset("MyTask", own_dataset)
+
+    message = str(excinfo.value)
+    assert "4 problem(s)" in message  # three images with two channels, one label off the grid
+    assert "DEMO_002.nii.gz: 2 channel(s), dataset.json 'modality' declares 3" in message
+    assert f"{label.resolve()}: shape (5, 5, 5) does not match" in message
+
+
+def test_demo_is_generated(tmp_path: Path) -> None:
+    ds = prepare_dataset("demo", tmp_path / "demo", demo={"n_train": 2, "n_test": 1})
+
+    assert [c.id for c in ds.training] == ["DEMO_000", "DEMO_001"]
+    assert load_dataset(tmp_path / "demo").modalities == ("FLAIR", "T1gd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no staging folder left

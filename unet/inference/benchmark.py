@@ -1,0 +1,147 @@
+"""Inference speed: the network on fixed-size patches, and whole cases through the sliding window.
+
+Patches: throughput (images/s) and latency per batch (mean and 90/95/99th percentiles, ms) after
+warm-up calls, the table format of NVIDIA's nnU-Net benchmarks. Whole cases: the time of
+`sliding_window_inference` on each case against the sum of the predictor's own call times on
+the same windows; their ratio is the stitching overhead (cutting windows, batching, weighting and
+accumulating, padding), 1.0 being none. The predictor is any callable, as for the sliding window.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from unet.inference.predict import CaseInput, Predictor, PredictSettings, predict_case
+from unet.inference.restore import labels_from_cropped, probabilities_to_cropped
+
+
+@dataclass
+class TimedPredictor:
+    """Wraps a predictor and records the wall time of each call (seconds) and its batch size."""
+
+    predictor: Predictor
+    seconds: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        probs = self.predictor(batch)
+        self.seconds.append(time.perf_counter() - start)
+        self.batch_sizes.append(len(batch))
+        return probs
+
+
+def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    return {"mean": float(ms.mean()), "p90": float(np.percentile(ms, 90)),
+            "p95": float(np.percentile(ms, 95)), "p99": float(np.percentile(ms, 99))}
+
+
+def patch_benchmark(predictor: Predictor, patch_size: Sequence[int], num_channels: int,
+                    batch_sizes: Sequence[int] = (1, 2), warmup: int = 10, steps: int = 100,
+                    seed: int = 0) -> list[dict]:
+    """Per batch size: `warmup` untimed calls on random patches, then `steps` timed ones."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch_size in batch_sizes:
+        batch = rng.standard_normal((batch_size, *patch_size, num_channels)).astype(np.float32)
+        for _ in range(warmup):
+            predictor(batch)
+        timed = TimedPredictor(predictor)
+        for _ in range(steps):
+            timed(batch)
+        rows.append({
+            "batch_size": int(batch_size),
+            "resolution": "x".join(str(p) for p in patch_size),
+            "throughput_img_s": batch_size * steps / float(np.sum(timed.seconds)),
+            "latency_ms": latency_ms(timed.seconds),
+            "steps": steps, "warmup": warmup,
+        })
+    return rows
+
+
+def whole_case_benchmark(predictor: Predictor, inputs: Iterable[CaseInput], patch_size: Sequence[int],
+                         num_channels: int, settings: PredictSettings) -> dict:
+    """Sliding-window time per case against the sum of the predictor's times on its windows.
+
+    Every batch shape the sliding window can send (1..batch_size windows) is run once first, so
+    one-off costs such as graph tracing are not counted. `restore_s` (back to the raw grid:
+    resampling, argmax, pasting) is reported apart and is not part of the ratio.
+    """
+    for n in range(1, settings.batch_size + 1):
+        predictor(np.zeros((n, *patch_size, num_channels), dtype=np.float32))
+    cases = []
+    for cid, image, geometry in inputs:
+        timed = TimedPredictor(predictor)
+        start = time.perf_counter()
+        probs = predict_case(timed, image, patch_size, settings)
+        whole = time.perf_counter() - start
+        start = time.perf_counter()
+        labels_from_cropped(probabilities_to_cropped(probs, geometry), geometry, range(probs.shape[-1]))
+        restore = time.perf_counter() - start
+        forward = float(np.sum(timed.seconds))
+        cases.append({"case": cid, "shape": list(image.shape[:3]), "windows": int(np.sum(timed.batch_sizes)),
+                      "calls": len(timed.seconds), "whole_s": whole, "forward_s": forward,
+                      "stitching_s": whole - forward, "ratio": whole / forward, "restore_s": restore})
+    if not cases:
+        raise ValueError("whole_case_benchmark: no cases to predict")
+    whole = sum(c["whole_s"] for c in cases)
+    forward = sum(c["forward_s"] for c in cases)
+    return {"cases": cases, "whole_s": whole, "forward_s": forward, "ratio": whole / forward,
+            "max_case_ratio": max(c["ratio"] for c in cases), "settings": asdict(settings)}
+
+
+def environment(threads: int | None = None) -> dict:
+    """What the numbers were measured on."""
+    import keras
+
+    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "threads": threads, "keras": keras.__version__,
+            "backend": keras.backend.backend()}
+    if info["backend"] == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return info
+
+
+def benchmark_predict(predictor: Predictor, patch_size: Sequence[int], num_channels: int,
+                      inputs: Iterable[CaseInput], settings: PredictSettings,
+                      batch_sizes: Sequence[int] = (1, 2), warmup: int = 10, steps: int = 100,
+                      threads: int | None = None) -> dict:
+    """Both benchmarks: {"environment", "patches": [...], "whole_case": {...}}."""
+    patches = patch_benchmark(predictor, patch_size, num_channels, batch_sizes, warmup, steps)
+    whole = whole_case_benchmark(predictor, inputs, patch_size, num_channels, settings)
+    return {"environment": environment(threads), "patches": patches, "whole_case": whole}
+
+
+def format_tables(result: dict) -> str:
+    """Markdown tables of a `benchmark_predict` result."""
+    lines = ["| Dimension | Batch size | Resolution | Throughput Avg [img/s] | Latency Avg [ms] | "
+             "Latency 90% [ms] | Latency 95% [ms] | Latency 99% [ms] |",
+             "|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|"]
+    for row in result["patches"]:
+        lat = row["latency_ms"]
+        lines.append(f"| {row['resolution'].count('x') + 1} | {row['batch_size']} | {row['resolution']} | "
+                     f"{row['throughput_img_s']:.2f} | {lat['mean']:.2f} | {lat['p90']:.2f} | "
+                     f"{lat['p95']:.2f} | {lat['p99']:.2f} |")
+    whole = result["whole_case"]
+    settings = whole["settings"]
+    lines += ["", f"Whole cases (overlap {settings['overlap']}, {settings['blend']}, batch "
+                  f"{settings['batch_size']}, tta {settings['tta']}):", "",
+              "| Case | Shape | Windows | Whole [s] | Forward sum [s] | Ratio | Restore [s] |",
+              "|:--|:-:|:-:|:-:|:-:|:-:|:-:|"]
+    for c in whole["cases"]:
+        lines.append(f"| {c['case']} | {'x'.join(map(str, c['shape']))} | {c['windows']} | "
+                     f"{c['whole_s']:.3f} | {c['forward_s']:.3f} | {c['ratio']:.3f} | {c['restore_s']:.3f} |")
+    lines.append(f"| all | | {sum(c['windows'] for c in whole['cases'])} | {whole['whole_s']:.3f} | "
+                 f"{whole['forward_s']:.3f} | {whole['ratio']:.3f} | "
+                 f"{sum(c['restore_s'] for c in whole['cases']):.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Predicting a folder of new images with the models of a finished run (`python -m unet predict`).
+
+The run's folder supplies everything: `plans.json` (preprocessing, patch size, labels) and
+`fold_{k}/model.keras`. Images follow the MSD channel layout: one NIfTI per case, 4D with the
+channels last, or 3D for a single channel. Inputs are checked (folder, models, channel counts)
+before any model is loaded, so a wrong call fails in a second with a message naming what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+
+from unet.inference.predict import PredictSettings, predict_cases, raw_inputs
+from unet.io.msd import Case, case_id
+from unet.preprocessing.planning import Plan
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii")
+_FOLD_DIR = re.compile(r"fold_(\d+)")
+
+
+class InputError(ValueError):
+    """An input folder, model folder or image that cannot be used; the message names it."""
+
+
+def image_cases(in_dir: str | Path) -> list[Case]:
+    """One case per NIfTI file in `in_dir`, sorted by case id."""
+    in_dir = Path(in_dir)
+    if not in_dir.is_dir():
+        raise InputError(f"{in_dir}: input folder does not exist")
+    paths = [p for p in in_dir.iterdir()
+             if p.is_file() and p.name.endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")]
+    if not paths:
+        raise InputError(f"{in_dir}: no NIfTI images (*.nii.gz, *.nii) in the input folder")
+    cases = sorted((Case(case_id(p), p) for p in paths), key=lambda c: c.id)
+    ids = [c.id for c in cases]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise InputError(f"{in_dir}: cases {duplicated} exist as both .nii and .nii.gz; keep one")
+    return cases
+
+
+def model_paths(results_dir: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
+    """`fold_{k}/model.keras` for the requested folds, or every fold that has one."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise InputError(f"{results_dir}: model folder does not exist; pass a run's results folder "
+                         f"({{results}}/{{task}}, holding plans.json and fold_*/model.keras)")
+    if folds is None:
+        found = sorted((int(m.group(1)), d / "model.keras") for d in results_dir.iterdir()
+                       if (m := _FOLD_DIR.fullmatch(d.name)) and (d / "model.keras").is_file())
+        if not found:
+            raise InputError(f"{results_dir}: no trained models (fold_*/model.keras) in the model folder")
+        return [path for _, path in found]
+    missing = [results_dir / f"fold_{k}" / "model.keras" for k in folds
+               if not (results_dir / f"fold_{k}" / "model.keras").is_file()]
+    if missing:
+        raise InputError(f"{', '.join(map(str, missing))}: no such model; train the fold first or "
+                         f"choose other --folds")
+    return [results_dir / f"fold_{k}" / "model.keras" for k in folds]
+
+
+def load_plan(results_dir: str | Path) -> Plan:
+    path = Path(results_dir) / "plans.json"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; the model folder must hold the run's plans.json")
+    return Plan.load(path)
+
+
+def image_channels(path: Path) -> int:
+    """Channel count from the NIfTI header (the voxels are not read)."""
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise InputError(f"{path}: cannot read NIfTI header ({exc})") from exc
+    if len(shape) == 3:
+        return 1
+    if len(shape) == 4:
+        return int(shape[3])
+    raise InputError(f"{path}: expected a 3D image or a 4D image with channels last, got shape {shape}")
+
+
+def check_channels(cases: Sequence[Case], plan: Plan, plans_path: str | Path) -> None:
+    for case in cases:
+        n = image_channels(case.image)
+        if n != plan.num_channels:
+            raise InputError(
+                f"{case.image}: {n} channel(s), but the models were trained on {plan.num_channels} "
+                f"({', '.join(plan.modalities)}; {plans_path}). Give one file per case with the "
+                f"channels along the 4th axis, in that order (MSD layout)")
+
+
+def predict_folder(in_dir: str | Path, out_dir: str | Path, results_dir: str | Path,
+                   folds: Sequence[int] | None = None,
+                   settings: PredictSettings = PredictSettings()) -> list[Path]:
+    """Segment every image in `in_dir` with the fold models of `results_dir`, averaged, and write
+    {out_dir}/{case}.nii.gz (plus {case}.npz with `settings.save_probabilities`)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    cases = image_cases(in_dir)
+    if out_dir.resolve() == in_dir.resolve():
+        raise InputError(f"{out_dir}: the output folder is the input folder; predictions would "
+                         f"overwrite the images. Choose another output folder")
+    models = model_paths(results_dir, folds)
+    plan = load_plan(results_dir)
+    check_channels(cases, plan, Path(results_dir) / "plans.json")
+    return predict_cases(models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
+                         plan.label_values, settings)
