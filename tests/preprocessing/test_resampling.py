@@ -103,3 +103,31 @@ def test_resample_labels_upsampling_a_block_is_exact():
     assert dice(out == 1, expected == 1) > 0.6
     assert (out[2:6, 2:6, 2:6][1:-1, 1:-1, 1:-1] == 1).all()
     assert (out == 2).any()
+
+
+def test_anisotropic_axis_is_the_coarse_one_beyond_the_ratio():
+    from unet.preprocessing.resampling import anisotropic_axis
+
+    assert anisotropic_axis((0.7, 0.7, 5.0)) == 2
+    assert anisotropic_axis((3.0, 1.0, 1.0)) == 0
+    assert anisotropic_axis((1.0, 1.0, 2.5)) is None
+
+
+def test_separate_axis_is_resampled_by_nearest_neighbour_only():
+    from unet.preprocessing.resampling import resample_channels
+
+    # Slice k along z holds the value k; x/y vary smoothly.
+    x = np.linspace(0, 1, 8, dtype=np.float32)
+    volume = (x[:, None, None] + x[None, :, None] + np.arange(4, dtype=np.float32)[None, None, :] * 10)[..., None]
+    separate = resample_channels(volume, (16, 16, 12), order=1, separate_axis=2)[..., 0]
+    blended = resample_channels(volume, (16, 16, 12), order=1)[..., 0]
+    # Every output slice comes from one input slice: its values stay within that slice's range.
+    slice_index = np.floor(separate[0, 0, :] / 10).astype(int)
+    for z in range(12):
+        lo, hi = slice_index[z] * 10, slice_index[z] * 10 + 2
+        assert lo - 1e-5 <= separate[..., z].min() and separate[..., z].max() <= hi + 1e-5
+    assert sorted(set(slice_index)) == [0, 1, 2, 3]
+    # Linear interpolation across slices would create values between slices.
+    between = (blended % 10 > 3) & (blended % 10 < 7)
+    assert between.any()
+    assert not ((separate % 10 > 3) & (separate % 10 < 7)).any()

@@ -1,6 +1,7 @@
 """Back from the preprocessed grid to the raw image grid, in the reverse order of preprocessing.
 
-Probabilities are resampled (linear) to the cropped shape, pasted into the canonical volume
+Probabilities are resampled (linear; nearest along the coarse axis of anisotropic data) to the
+cropped shape, pasted into the canonical volume
 (background elsewhere), and the raw voxel order is restored. For the label map the argmax is
 taken on the cropped grid, before pasting, and class indices become the dataset's label values;
 the argmax of the restored probabilities is the same map, since pasting and reorienting only move
@@ -15,7 +16,7 @@ import numpy as np
 
 from unet.preprocessing.cropping import paste
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.resampling import resample_channels
+from unet.preprocessing.resampling import anisotropic_axis, resample_channels
 
 
 def probabilities_to_cropped(probs: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
@@ -23,7 +24,10 @@ def probabilities_to_cropped(probs: np.ndarray, geometry: CaseGeometry) -> np.nd
     if tuple(probs.shape[:3]) != tuple(geometry.resampled_shape):
         raise ValueError(f"case {geometry.case}: probabilities of shape {probs.shape[:3]} do not match "
                          f"the preprocessed shape {tuple(geometry.resampled_shape)}")
-    return resample_channels(probs, geometry.cropped_shape, order=1)
+    # Separate z as in nnU-Net: decided by the case's own spacing, else by the target spacing.
+    axis = anisotropic_axis(geometry.spacing)
+    axis = anisotropic_axis(geometry.target_spacing) if axis is None else axis
+    return resample_channels(probs, geometry.cropped_shape, order=1, separate_axis=axis)
 
 
 def cropped_to_raw(array: np.ndarray, geometry: CaseGeometry, fill=0) -> np.ndarray:

@@ -15,14 +15,13 @@ import numpy as np
 
 from unet.io.atomic import read_json
 from unet.preprocessing.normalization import ChannelNormalization
-from unet.preprocessing.resampling import shape_at_spacing
+from unet.preprocessing.resampling import ANISOTROPY_RATIO, shape_at_spacing
 
 MAX_POOLS = 5              # downsamplings at most per axis
 MIN_FEATURE_SIZE = 4       # smallest feature map edge in the bottleneck
 BASE_FILTERS = 32
 MAX_FILTERS = 320
 MAX_PATCH_VOXELS = 128 ** 3
-ANISOTROPY_RATIO = 3.0     # nnU-Net: beyond this, the coarse axis gets its 10th percentile
 OVERRIDABLE = ("spacing", "patch_size", "batch_size", "filters", "max_filters")
 
 

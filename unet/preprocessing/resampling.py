@@ -29,11 +29,32 @@ def _zoom(volume: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     return out
 
 
-def resample_channels(array: np.ndarray, shape: Sequence[int], order: int = 3) -> np.ndarray:
-    """Resample each channel of a channels-last (X, Y, Z, C) float array to spatial `shape`."""
+ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for resampling the coarse axis on its own
+
+
+def anisotropic_axis(spacing: Sequence[float]) -> int | None:
+    """The coarse axis of an anisotropic spacing (max/min >= ANISOTROPY_RATIO), else None."""
+    spacing = np.asarray(spacing, dtype=float)
+    return int(np.argmax(spacing)) if spacing.max() / spacing.min() >= ANISOTROPY_RATIO else None
+
+
+def resample_channels(array: np.ndarray, shape: Sequence[int], order: int = 3,
+                      separate_axis: int | None = None) -> np.ndarray:
+    """Resample each channel of a channels-last (X, Y, Z, C) float array to spatial `shape`.
+
+    With `separate_axis` (nnU-Net's "separate z" for anisotropic data), the other axes are
+    interpolated with `order` and that axis with nearest neighbour, so thick slices are not
+    blended into each other.
+    """
     out = np.empty(tuple(shape) + array.shape[3:], dtype=np.float32)
     for c in range(array.shape[-1]):
-        out[..., c] = _zoom(array[..., c].astype(np.float32, copy=False), shape, order)
+        channel = array[..., c].astype(np.float32, copy=False)
+        if separate_axis is None:
+            out[..., c] = _zoom(channel, shape, order)
+        else:
+            in_plane = list(shape)
+            in_plane[separate_axis] = channel.shape[separate_axis]
+            out[..., c] = _zoom(_zoom(channel, in_plane, order), shape, order=0)
     return out
 
 
