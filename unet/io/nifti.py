@@ -19,31 +19,30 @@ class ImageReadError(ValueError):
     """A NIfTI file that cannot be read or does not have the expected shape."""
 
 
-def _load(path: str | os.PathLike) -> nib.Nifti1Image:
+def _load(path: str | os.PathLike, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel array, affine 4x4). The data is read (and decompressed) once, inside the error
+    handling, so a truncated file fails here with the file named."""
     try:
         img = nib.load(str(path))
-        # Touch the data so truncated files fail here, with the file named.
-        img.get_fdata(dtype=np.float32)
+        data = np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:  # nibabel raises several types for broken files
         raise ImageReadError(f"{path}: cannot read NIfTI image ({exc})") from exc
-    return img
+    return data, img.affine.astype(np.float64)
 
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Return (array (X, Y, Z, C) float32, affine 4x4) of a 3D or 4D (MSD multi-channel) image."""
-    img = _load(path)
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    data, affine = _load(path, np.float32)
     if data.ndim == 3:
         data = data[..., None]
     if data.ndim != 4:
         raise ImageReadError(f"{path}: expected a 3D or 4D image, got shape {data.shape}")
-    return data, img.affine.astype(np.float64)
+    return data, affine
 
 
 def load_label(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Return (array (X, Y, Z) of integer label values, affine 4x4)."""
-    img = _load(path)
-    data = np.asarray(img.dataobj)
+    data, affine = _load(path)
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -51,7 +50,7 @@ def load_label(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     rounded = np.rint(data)
     if not np.array_equal(rounded, data):
         raise ImageReadError(f"{path}: label map holds non-integer values")
-    return rounded.astype(np.int16), img.affine.astype(np.float64)
+    return rounded.astype(np.int16), affine
 
 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:
