@@ -43,7 +43,9 @@ def test_gpu_workers_get_their_share_of_the_node(monkeypatch):
     from unet.training.strategy import slurm_cluster_resolver
 
     _srun_step(monkeypatch, rank=1)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # setenv first, so that monkeypatch restores the variable the resolver is about to set.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     resolver = slurm_cluster_resolver(gpus=2)
     assert resolver.cluster_spec().as_dict() == {"worker": ["127.0.0.1:20123", "127.0.0.1:20124"]}
     assert resolver.get_task_info() == ("worker", 1)

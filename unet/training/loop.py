@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from unet.data.pipeline import training_dataset, validation_patches
 from unet.io.atomic import atomic_path
-from unet.model.losses import confusion_counts, dice_ce_loss
-from unet.model.network import build_from_plan
 from unet.preprocessing.planning import Plan
 from unet.training.curves import plot_training_curves
+from unet.training.objective import Objective
 from unet.training.schedules import learning_rate
 from unet.training.settings import TrainSettings
 from unet.training.strategy import make_strategy
@@ -55,7 +54,8 @@ class FoldTrainer:
         self.plan, self.settings = plan, settings
         self.shard_dir, self.train_ids, self.val_ids = Path(shard_dir), list(train_ids), list(val_ids)
         self.out_dir = Path(out_dir)
-        self.labels = [plan.labels[v] for v in plan.label_values[1:]]
+        self.objective = Objective(plan, settings)
+        self.labels = self.objective.structure_names
 
     # -- setup ---------------------------------------------------------------------------
     def _build(self):
@@ -66,7 +66,7 @@ class FoldTrainer:
         self.strategy = make_strategy(s.gpus, s.nodes)
         self.replicas = self.strategy.num_replicas_in_sync
         with self.strategy.scope():
-            self.model = build_from_plan(self.plan)
+            self.model = self.objective.build_model()
             self.optimizer = make_optimizer(s)
             # Creating the optimizer's slots now lets a checkpoint restore them immediately.
             self.optimizer.build(self.model.trainable_variables)
@@ -93,12 +93,14 @@ class FoldTrainer:
 
     def _steps(self):
         model, optimizer, replicas, amp = self.model, self.optimizer, self.replicas, self.settings.amp
+        objective = self.objective
+        inference_model = objective.inference_model(model)
 
         @tf.function(jit_compile=self.settings.xla)
         def forward_backward(images, segs):
             with tf.GradientTape() as tape:
-                probs = model(images, training=True)
-                loss = dice_ce_loss(segs, probs)
+                outputs = model(images, training=True)
+                loss = objective.loss(segs, outputs)
                 # Gradients are summed across replicas, so each replica scales its share.
                 scaled = loss / replicas
                 if amp:
@@ -117,20 +119,20 @@ class FoldTrainer:
 
         @tf.function
         def predict(images):
-            return model(images, training=False)
+            return inference_model(images, training=False)
 
         return train_step, predict
 
     # -- loop ----------------------------------------------------------------------------
     def _validate(self, predict, images, segs) -> dict[str, float]:
-        k = self.plan.num_classes
+        k = len(self.labels)
         tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
         batch = max(1, self.plan.batch_size)
         for i in range(0, len(images), batch):
-            counts = confusion_counts(segs[i:i + batch], predict(images[i:i + batch]), k)
+            counts = self.objective.confusion(segs[i:i + batch], predict(images[i:i + batch]))
             tp, fp, fn = tp + np.asarray(counts[0]), fp + np.asarray(counts[1]), fn + np.asarray(counts[2])
         dice = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-        return {name: float(dice[i + 1]) for i, name in enumerate(self.labels)}
+        return {name: float(dice[i]) for i, name in enumerate(self.labels)}
 
     def run(self) -> list[dict]:
         s, plan = self.settings, self.plan
@@ -192,7 +194,7 @@ class FoldTrainer:
 
     def save_model(self, path: str | Path) -> None:
         with atomic_path(path, suffix=".keras") as tmp:
-            self.model.save(tmp)
+            self.objective.inference_model(self.model).save(tmp)
 
 
 def train_fold(plan: Plan, settings: TrainSettings, shard_dir, train_ids, val_ids, out_dir,

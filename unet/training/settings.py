@@ -13,10 +13,16 @@ class TrainSettings:
     steps_per_epoch: int = 250
     learning_rate: float = 1e-3
     optimizer: str = "adam"          # adam | adamw | sgd
-    scheduler: str = "poly"          # poly | constant
-    amp: bool = False
+    scheduler: str = "poly"          # poly | constant | cosine
+    warmup_epochs: int = 0
+    amp: bool | str = False          # false | true (float16) | "float16" | "bfloat16"
     xla: bool = False
-    deep_supervision: bool = False
+    deep_supervision: bool = True
+    batch_dice: bool = False
+    regions: object = None           # None | "dataset" | {name: [label values]}: sigmoid per region
+    distribution: str = "auto"       # auto | mirrored | multiworker | horovod
+    deterministic: bool = False
+    elastic: bool = False
     augment: bool = True
     oversampling: float = 0.33
     seed: int = 0
@@ -24,10 +30,6 @@ class TrainSettings:
     nodes: int = 1                   # > 1: one process per node, MultiWorkerMirroredStrategy (SLURM)
     resume: bool = False
     validation_patches: int = 32
-
-    def __post_init__(self):
-        if self.deep_supervision:
-            raise ValueError("config train.deep_supervision: not implemented yet; set it to false")
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainSettings":

@@ -1,0 +1,1 @@
+"""Benchmarks against reference implementations (nnU-Net v2), run by the `benchmark_*` rules."""
