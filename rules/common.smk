@@ -43,6 +43,7 @@ def preprocessed_files(wildcards):
     return {
         "images": expand(res("preprocessed", "{case}.npy"), case=ids),
         "segs": expand(res("preprocessed", "{case}_seg.npy"), case=ids),
+        "fg": expand(res("preprocessed", "{case}_fg.npy"), case=ids),
         "geometry": expand(res("preprocessed", "{case}.json"), case=ids),
     }
 

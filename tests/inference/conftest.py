@@ -21,7 +21,7 @@ def preprocessed_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference_demo")
     dataset = load_dataset(generate_demo(root / "raw", n_train=3, n_test=1, seed=0))
     fingerprint = compute_fingerprint(dataset, workers=1, seed=0)
-    plans = make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4,
+    plans = make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4, "batch_size": 2,
                                      "spacing": [0.9, 1.1, 1.6]})
     plan = Plan.from_json(plans)
     for case in dataset.training:

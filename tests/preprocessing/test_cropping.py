@@ -1,6 +1,6 @@
 import numpy as np
 
-from unet.preprocessing.cropping import crop, nonzero_box, paste
+from unet.preprocessing.cropping import crop, mask_box, nonzero_box, nonzero_mask, paste
 
 
 def sample_image():
@@ -53,3 +53,11 @@ def test_crop_paste_label_map_without_channel_axis():
     cropped = crop(label, box)
     assert (cropped == 2).all()
     np.testing.assert_array_equal(paste(cropped, box, label.shape), label)
+
+
+def test_nonzero_mask_is_any_channel_and_box_matches():
+    image = sample_image()
+    mask = nonzero_mask(image)
+    np.testing.assert_array_equal(mask, np.any(image != 0, axis=-1))
+    assert mask_box(mask) == nonzero_box(image) == ((2, 7), (3, 10), (4, 13))
+    assert mask_box(np.zeros((3, 4, 5), bool)) == ((0, 3), (0, 4), (0, 5))

@@ -1,91 +1,278 @@
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from unet.io.atomic import write_json
-from unet.preprocessing.planning import (MAX_POOLS, MIN_FEATURE_SIZE, Plan, make_plans,
-                                         target_spacing, topology)
+from unet.preprocessing.planning import (GIB, MAX_POOLS, MIN_FEATURE_SIZE, OVERRIDABLE, RESERVED_GB,
+                                         Plan, activation_count, make_plans, parameter_count,
+                                         target_spacing, topology, total_stride, training_memory)
+
+SCHEMA = Path(__file__).parents[2] / "schemas" / "config.schema.yaml"
 
 
-def total_stride(strides):
-    return tuple(int(s) for s in np.prod(np.array(strides), axis=0))
+def same_shapes(spacings, shape=(100, 100, 100)):
+    return np.array([shape] * len(spacings))
 
 
 # --- target spacing ---------------------------------------------------------------------------
 
 def test_target_spacing_is_the_median():
     spacings = np.array([[1.0, 1.0, 1.0], [1.2, 0.8, 1.5], [0.8, 1.1, 2.0], [0.9, 0.9, 1.2]])
-    assert target_spacing(spacings) == pytest.approx((0.95, 0.95, 1.35))
+    assert target_spacing(spacings, same_shapes(spacings)) == pytest.approx((0.95, 0.95, 1.35))
 
 
 def test_target_spacing_mildly_anisotropic_keeps_median():
     spacings = np.array([[0.9, 0.9, 1.8], [1.0, 1.0, 2.2], [0.9, 0.9, 2.5]])  # ratio 2.2 < 3
-    assert target_spacing(spacings) == pytest.approx((0.9, 0.9, 2.2))
+    assert target_spacing(spacings, same_shapes(spacings)) == pytest.approx((0.9, 0.9, 2.2))
 
 
 def test_target_spacing_anisotropic_coarse_axis_takes_10th_percentile():
     z = [5.0, 2.5, 5.0, 4.0, 6.5, 5.0, 4.5, 5.0, 6.0, 5.0]
     xy = [0.70, 0.68, 0.72, 0.70, 0.75, 0.65, 0.70, 0.71, 0.69, 0.70]
     spacings = np.array([[a, a, c] for a, c in zip(xy, z)])
+    # Median z 5.0 > 3 x 0.70 and 20 slices x 3 < 320 voxels in-plane: anisotropic.
     # sorted z: 2.5 4 4.5 5 ...; 10th percentile at rank 0.9: 2.5 + 0.9 * (4 - 2.5) = 3.85
-    assert target_spacing(spacings) == pytest.approx((0.70, 0.70, 3.85))
+    shapes = same_shapes(spacings, (320, 320, 20))
+    assert target_spacing(spacings, shapes) == pytest.approx((0.70, 0.70, 3.85))
 
 
 def test_target_spacing_coarse_axis_may_be_first():
     spacings = np.array([[4.0, 1.0, 1.0], [5.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     # 10th percentile of (4, 5, 6): 4 + 0.2 * 1 = 4.2
-    assert target_spacing(spacings) == pytest.approx((4.2, 1.0, 1.0))
+    shapes = same_shapes(spacings, (30, 200, 200))
+    assert target_spacing(spacings, shapes) == pytest.approx((4.2, 1.0, 1.0))
+
+
+def test_target_spacing_thick_slices_but_many_keep_the_median():
+    # nnU-Net's second condition: the coarse axis must also have under 1/3 of the voxels of the
+    # others. 5 mm slices but 120 of them against 320 in-plane (120 * 3 > 320): median kept.
+    spacings = np.array([[0.7, 0.7, z] for z in (3.0, 5.0, 5.0, 5.0, 6.0)])
+    assert target_spacing(spacings, same_shapes(spacings, (320, 320, 120))) == pytest.approx((0.7, 0.7, 5.0))
+    # The same spacings with 20 slices: z takes its 10th percentile, 3 + 0.4 * 2 = 3.8.
+    assert target_spacing(spacings, same_shapes(spacings, (320, 320, 20))) == pytest.approx((0.7, 0.7, 3.8))
+
+
+def test_target_spacing_ratio_is_against_the_coarsest_other_axis():
+    # Median (0.5, 1.0, 2.8): 2.8 / 0.5 = 5.6 but 2.8 < 3 x 1.0, so not anisotropic for nnU-Net.
+    spacings = np.array([[0.5, 1.0, 1.0], [0.5, 1.0, 2.8], [0.5, 1.0, 6.0]])
+    assert target_spacing(spacings, same_shapes(spacings, (300, 300, 30))) == pytest.approx((0.5, 1.0, 2.8))
+
+
+def test_target_spacing_never_finer_than_the_other_axes():
+    # Median z 4.0 > 3 x 1.0: anisotropic. The 10th percentile of (0.5, 0.5, 4, 4, 4, 4) sits at
+    # rank 0.5, between the two 0.5s: 0.5 mm, finer than the in-plane 1.0 mm, so clamped to 1.0.
+    spacings = np.array([[1.0, 1.0, z] for z in (0.5, 0.5, 4.0, 4.0, 4.0, 4.0)])
+    assert target_spacing(spacings, same_shapes(spacings, (200, 200, 20))) == pytest.approx((1.0, 1.0, 1.0))
 
 
 # --- topology ---------------------------------------------------------------------------------
 
 def test_topology_isotropic_128():
     patch, strides, kernels = topology((128, 128, 128), (1.0, 1.0, 1.0))
+    # 128 -> 64 -> 32 -> 16 -> 8 -> 4: pooled while >= 8, five times; 4 is the bottleneck.
     assert patch == (128, 128, 128)
-    assert len(strides) == MAX_POOLS + 1 == 6
+    assert len(strides) == 6
     assert strides[0] == (1, 1, 1)
     assert all(s == (2, 2, 2) for s in strides[1:])
     assert all(k == (3, 3, 3) for k in kernels) and len(kernels) == len(strides)
     assert total_stride(strides) == (32, 32, 32)
-    assert all(p % t == 0 for p, t in zip(patch, total_stride(strides)))
 
 
 def test_topology_caps_pools_at_max_pools():
-    patch, strides, _ = topology((256, 256, 256), (1.0, 1.0, 1.0))
+    patch, strides, _ = topology((512, 512, 512), (1.0, 1.0, 1.0))
+    # 512 / 2**6 = 8 could be pooled once more; MAX_POOLS (6) stops it.
+    assert MAX_POOLS == 6
     assert len(strides) - 1 == MAX_POOLS
-    assert total_stride(strides) == (2 ** MAX_POOLS,) * 3
-    assert patch == (256, 256, 256)
+    assert total_stride(strides) == (64, 64, 64)
+    assert patch == (512, 512, 512)
 
 
 def test_topology_stops_at_min_feature_size_per_axis():
     patch, strides, kernels = topology((128, 64, 32), (1.0, 1.0, 1.0))
-    # An axis is pooled while its size is >= 2 * MIN_FEATURE_SIZE: 128 -> 4 (5), 64 -> 4 (4), 32 -> 4 (3)
-    assert total_stride(strides) == (32, 16, 8)
+    # An axis is pooled while its size is >= 2 * MIN_FEATURE_SIZE: (128, 64, 32) -> (64, 32, 16)
+    # -> (32, 16, 8) -> (16, 8, 4) -> (8, 4, 4); then x alone is left, and a lone axis needs
+    # >= 3 * MIN_FEATURE_SIZE = 12: stop. Strides 16, 16, 8.
+    assert total_stride(strides) == (16, 16, 8)
     bottleneck = [p // t for p, t in zip(patch, total_stride(strides))]
-    assert all(b >= MIN_FEATURE_SIZE for b in bottleneck) and min(bottleneck) == MIN_FEATURE_SIZE
+    assert bottleneck == [8, 4, 4] and min(bottleneck) == MIN_FEATURE_SIZE
     assert patch == (128, 64, 32)
+
+
+def test_topology_lone_axis_needs_three_times_min_feature_size():
+    # After three pools (64, 8, 8) -> (8, 1, 1): only x can still be pooled, and a lone axis
+    # needs >= 12: 8 stays. (64, 8, 8) -> (32, 4, 4) -> 16 -> 8: x gets 3 pools, y/z 1.
+    _, strides, _ = topology((64, 8, 8), (1.0, 1.0, 1.0))
+    assert total_stride(strides) == (8, 2, 2)
+    # 96 -> (48, 4, 4) -> 24 -> 12 -> 6: the lone x is pooled while >= 12: 4 pools.
+    _, strides, _ = topology((96, 8, 8), (1.0, 1.0, 1.0))
+    assert total_stride(strides) == (16, 2, 2)
 
 
 def test_topology_anisotropic_coarse_axis_waits():
     patch, strides, kernels = topology((160, 160, 40), (0.7, 0.7, 5.0))
-    # Along z (7x coarser): no pooling and 1-wide kernels until x/y have caught up within 2x.
-    assert kernels[0] == (3, 3, 1) and kernels[1] == (3, 3, 1)
-    assert strides[1] == (2, 2, 1) and strides[2] == (2, 2, 1)
-    assert kernels[2][2] == 3                      # x/y at 2.8 mm: z (5 mm) within 2x
-    assert any(s[2] == 2 for s in strides)         # z is pooled later on
-    assert all(k[:2] == (3, 3) for k in kernels)
-    t = total_stride(strides)
-    assert t[0] > t[2]
-    assert all(p % s == 0 for p, s in zip(patch, t))
+    # Level spacings: (0.7, 0.7, 5) z 7x coarser: kernel (3,3,1), pool x/y; (1.4, 1.4, 5) z 3.6x:
+    # again; (2.8, 2.8, 5) z within 2x: kernel 3 from now on, pool all, sizes (40, 40, 40) ->
+    # (20, 20, 20) -> (10, 10, 10) -> (5, 5, 5). Bottleneck kernel 3.
+    assert kernels == ((3, 3, 1), (3, 3, 1), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
+    assert strides == ((1, 1, 1), (2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2))
+    assert total_stride(strides) == (32, 32, 8)
+    assert patch == (160, 160, 40)
 
 
-def test_topology_rounds_patch_to_nearest_multiple():
+def test_topology_pads_patch_up_to_the_stride():
     patch, strides, _ = topology((100, 100, 100), (1.0, 1.0, 1.0))
-    # 100 -> 50 -> 25 -> 12.5 -> 6.25: four pools, stride 16; 100 / 16 = 6.25 -> 6 -> 96
+    # 100 -> 50 -> 25 -> 13 -> 7 (sizes rounded up): four pools, stride 16; 100 pads up to 112
+    # (nnU-Net pads; the planner then shrinks if the padded patch does not fit).
     assert total_stride(strides) == (16, 16, 16)
-    assert patch == (96, 96, 96)
+    assert patch == (112, 112, 112)
+
+
+# --- memory model -----------------------------------------------------------------------------
+
+def test_memory_model_by_hand():
+    # Two levels, patch 8^3, filters (4, 8), one channel, two classes.
+    patch, strides, kernels, filters = (8, 8, 8), ((1, 1, 1), (2, 2, 2)), ((3, 3, 3),) * 2, (4, 8)
+    # Activations: input + logits + softmax 512 * (1 + 2 * 2) = 2560; level 0 (512 voxels, 4
+    # filters): encoder 2 blocks x 3 tensors x 4 x 512 = 12288, decoder (up 1 + concat 2 + 2
+    # blocks x 3) x 4 x 512 = 18432; level 1 (64 voxels, 8 filters): encoder 2 x 3 x 8 x 64 = 3072.
+    assert activation_count(patch, strides, filters, 1, 2) == 2560 + 12288 + 18432 + 3072
+    # Weights: level 0 encoder 27 x (1*4 + 4*4) + 4 norms' 2 x 4... = 540 + 16; up conv 8 x 8 x 4
+    # = 256; decoder 27 x (8*4 + 4*4) + 16 = 1312; level 1 encoder 27 x (4*8 + 8*8) + 32 = 2624;
+    # head 4 x 2 + 2 = 10.
+    assert parameter_count(strides, kernels, filters, 1, 2) == 556 + 256 + 1312 + 2624 + 10
+    # Batch 2 in float16 plus 16 bytes per parameter.
+    assert training_memory(patch, strides, kernels, filters, 1, 2, 2) == 2 * 36352 * 2 + 4758 * 16
+
+
+# --- worked examples: whole plans from hand-built fingerprints ---------------------------------
+
+def fingerprint(modalities, n_labels, cases, crop_fraction=0.6):
+    """A fingerprint as compute_fingerprint writes it; `cases` lists (spacing, shape after crop)."""
+    return {
+        "dataset": "worked", "modalities": list(modalities),
+        "labels": {str(v): f"label {v}" for v in range(n_labels)},
+        "cases": [{"id": f"case_{i:03d}", "spacing": list(sp), "shape": list(sh),
+                   "shape_after_crop": list(sh), "crop_fraction": crop_fraction, "label_values": list(range(n_labels))}
+                  for i, (sp, sh) in enumerate(cases)],
+        "intensity": [{"mean": 100.0, "std": 20.0, "median": 100.0, "min": 0.0, "max": 300.0,
+                       "percentile_00_5": 40.0, "percentile_99_5": 180.0} for _ in modalities],
+    }
+
+
+def plan_for(fp, **overrides):
+    return Plan.from_json(make_plans(fp, overrides))
+
+
+# Budget = gpu_memory_gb - RESERVED_GB (1.5) GiB. Memory = batch x activations x 2 bytes + 16
+# bytes per weight. Activations per patch voxel, isotropic 6-level network (filters 32 ... 320,
+# each level 1/8 of the voxels above): 4 channels + 2 x 4 classes = 12, plus per level
+# 15 x F / 8^l (two blocks of 3 tensors, up + concat 3, two blocks of 3) and 6 x F at the
+# bottleneck: 12 + 480 + 120 + 30 + 7.5 + 1.17 + 0.06 (0.12 when the last stride leaves one axis)
+# = 650.7 per voxel. Weights: about 31M, 0.46 GiB.
+BRATS = fingerprint(["FLAIR", "T1w", "T1gd", "T2w"], 4, [((1.0, 1.0, 1.0), (140, 175, 135))] * 484)
+
+
+def test_worked_brats_like_8gb_is_nnunet_s_plan():
+    plan = plan_for(BRATS, gpu_memory_gb=8)
+    # Spacing 1 mm, median shape (140, 175, 135). Initial patch: 256^3 clipped to the median;
+    # 140 -> 70 -> 35 -> 18 -> 9 -> 5, 175 -> ... -> 6, 135 -> ... -> 5: five pools each, stride 32,
+    # padded up to (160, 192, 160). Shrinking the axis with the largest patch/median ratio:
+    #   (160,192,160) 1.14 1.10 1.19 -> z: (160,192,128); x 1.14 -> (128,192,128); y 1.10 ->
+    #   (128,160,128): 2 x 650.7 x 2.62M voxels x 2 B = 6.35 GiB + 0.46 = 6.82 > 6.5 GiB budget;
+    #   ratios 0.91 0.91 0.95 -> z: 128 - 32 = 96 -> 48 -> 24 -> 12 -> 6 has four pools only,
+    #   stride 16, so z steps by 16 -> (128,160,112): 2 x 650.8 x 2.29M x 2 B = 5.56 GiB + 0.46 = 6.02: fits.
+    # nnU-Net v2 plans 128x160x112 (strides 2,2,2 x4 then 2,2,1) for BraTS at its 8 GB reference.
+    assert plan.spacing == (1.0, 1.0, 1.0) and plan.median_shape == (140, 175, 135)
+    assert plan.patch_size == (128, 160, 112)
+    assert plan.strides == ((1, 1, 1),) + ((2, 2, 2),) * 4 + ((2, 2, 1),)
+    assert plan.filters == (32, 64, 128, 256, 320, 320)
+    assert all(k == (3, 3, 3) for k in plan.kernels)
+    # One more sample would need 2.78 GiB: 6.02 + 2.78 > 6.5. Batch 2.
+    assert plan.batch_size == 2
+    assert 6.5 < plan.memory_estimate_gb <= 8   # 6.02 + the 1.5 reserved
+
+
+def test_worked_brats_like_16gb_takes_the_whole_median_shape():
+    plan = plan_for(BRATS, gpu_memory_gb=16)
+    # Budget 14.5 GiB: the initial (160, 192, 160) needs 2 x 650.7 x 4.92M x 2 B = 11.92 GiB
+    # + 0.46 = 12.38: fits as is. Batch: (14.5 - 0.46) / 5.96 per sample = 2.4 -> 2; the 5% cap,
+    # 484 x 3.31M x 0.05 / 4.92M = 16, does not bind.
+    assert plan.patch_size == (160, 192, 160)
+    assert plan.strides == ((1, 1, 1),) + ((2, 2, 2),) * 5
+    assert plan.batch_size == 2
+    # The planned values are for the default 16 GB.
+    assert Plan.from_json(make_plans(BRATS, {"gpu_memory_gb": 8})["planned"]).patch_size == (160, 192, 160)
+
+
+def test_worked_brats_task01_median_gets_128_cubed_at_8gb():
+    # MSD Task01's median after cropping (138, 169, 138): from (160, 192, 160) the shrinking goes
+    # z, x, y as above to (128, 160, 128) (6.82 GiB, too big), then y has the largest ratio
+    # (160/169 = 0.95 > 128/138 = 0.93) and steps by 32: (128, 128, 128), 2 x 650.7 x 2.10M x 2 B
+    # = 5.08 + 0.46 = 5.55 GiB: fits. nnU-Net's own rule lands there too (v1 planned 128^3).
+    fp = fingerprint(["FLAIR", "T1w", "T1gd", "T2w"], 4, [((1.0, 1.0, 1.0), (138, 169, 138))] * 484)
+    assert plan_for(fp, gpu_memory_gb=8).patch_size == (128, 128, 128)
+
+
+PROSTATE_Z = [3.0, 4.0] + [5.0] * 8 + [6.0]
+# 100 mm of slices whatever the thickness: 33, 25, 20 or 17 slices of 320 x 320 at 0.7 mm.
+PROSTATE = fingerprint(["T2", "ADC"], 3, [((0.7, 0.7, z), (320, 320, {3.0: 33, 4.0: 25, 5.0: 20, 6.0: 17}[z]))
+                                          for z in PROSTATE_Z] * 3)
+
+
+def test_worked_prostate_like_anisotropic():
+    plan = plan_for(PROSTATE, gpu_memory_gb=8)
+    # Target spacing: median (0.7, 0.7, 5.0); 5.0 > 3 x 0.7 and 20 slices x 3 < 320: anisotropic,
+    # z takes its 10th percentile. 33 cases sorted: three 3.0, three 4.0, ...; rank 3.2 -> 4.0.
+    assert plan.spacing == pytest.approx((0.7, 0.7, 4.0))
+    # Resampled z: 33 x 3 / 4 = 24.75 -> 25, 25, 20 x 5 / 4 = 25, 17 x 6 / 4 = 25.5 -> 26: median 25.
+    assert plan.median_shape == (320, 320, 25)
+    # Initial patch: 1/spacing (1.43, 1.43, 0.25) scaled to 256^3 voxels: (458, 458, 80), clipped
+    # to (320, 320, 25). Topology: z waits (kernel 1, stride 1) while 4.0 >= 2 x the in-plane
+    # spacing: 0.7, 1.4; at 2.8 it joins; (320,320,25) -> (160,160,25) -> (80,80,25) -> (40,40,13)
+    # -> (20,20,7); z stops at 7; x/y -> 10 -> 5: six pools in-plane (stride 64), two in z (4).
+    assert plan.strides == ((1, 1, 1), (2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1))
+    assert plan.kernels == ((3, 3, 1), (3, 3, 1)) + ((3, 3, 3),) * 5
+    assert plan.filters == (32, 64, 128, 256, 320, 320, 320)
+    # Activations per voxel: 2 + 2 x 3 = 8, plus 15 x (32 + 64/4 + 128/16 + 256/128 + 320/1024 +
+    # 320/4096) + 6 x 320/16384 = 884. Weights 44.6M, 0.66 GiB. Budget 6.5 GiB.
+    #   (320,320,28) [25 padded to 28]: 2 x 884 x 2.87M x 2 B = 9.44 + 0.66 GiB: too big; ratios
+    #   1, 1, 1.12 -> z steps by 4: (320,320,24), 8.09 + 0.66: too big; ratios 1, 1, 0.96: a tie,
+    #   the last of them, y: (320,256,24), 6.48 + 0.66 = 7.14: too big; x: (256,256,24), 5.18 +
+    #   0.66 = 5.84: fits. nnU-Net v2's rule gives 24 x 256 x 256 (its axes are z, y, x).
+    assert plan.patch_size == (256, 256, 24)
+    # A third sample (2.59 GiB) does not fit: batch 2.
+    assert plan.batch_size == 2
+
+
+def test_worked_prostate_like_16gb_whole_median():
+    # Budget 14.5 GiB: (320, 320, 28) needs 10.1 GiB and fits; one more sample (4.72) would not,
+    # and the 5% cap (33 x 320 x 320 x 25 x 0.05 / (320 x 320 x 28) = 1.5) is below 2 anyway.
+    plan = plan_for(PROSTATE, gpu_memory_gb=16)
+    assert plan.patch_size == (320, 320, 28) and plan.batch_size == 2
+
+
+def test_worked_hippocampus_like_small_volumes():
+    fp = fingerprint(["MRI"], 3, [((1.0, 1.0, 1.0), (36, 50, 35))] * 260)
+    plan = plan_for(fp, gpu_memory_gb=8)
+    # Initial patch is the median shape (36, 50, 35); 36 -> 18 -> 9 -> 5, 50 -> 25 -> 13 -> 7,
+    # 35 -> 18 -> 9 -> 5: three pools each, stride 8; padded up to (40, 56, 40), the whole median.
+    assert plan.median_shape == (36, 50, 35)
+    assert plan.patch_size == (40, 56, 40)
+    assert plan.strides == ((1, 1, 1),) + ((2, 2, 2),) * 3 and plan.filters == (32, 64, 128, 256)
+    # Memory is no limit (0.11 GiB per sample); the 5% cap binds: 260 x 36 x 50 x 35 x 0.05 /
+    # (40 x 56 x 40) = 9.1 -> 9, as nnU-Net plans for MSD Task04.
+    assert plan.batch_size == 9
+    assert plan.normalization == (plan.normalization[0],) and plan.normalization[0].scheme == "zscore"
+
+
+def test_budget_below_the_reserve_names_the_key():
+    # 1.5 GiB is all reserved: nothing fits, down to the smallest patch.
+    with pytest.raises(ValueError, match="plan.gpu_memory_gb"):
+        make_plans(fingerprint(["MRI"], 2, [((1.0, 1.0, 1.0), (36, 50, 35))] * 10), {"gpu_memory_gb": 1.5})
 
 
 # --- make_plans -------------------------------------------------------------------------------
@@ -108,12 +295,14 @@ def test_make_plans_without_overrides(demo_fingerprint):
     assert all(p % s == 0 for p, s in zip(plan.patch_size, t))
     assert len(plan.filters) == len(plan.strides) == len(plan.kernels)
     assert plan.filters[0] == 32 and all(b == min(2 * a, 320) for a, b in zip(plan.filters, plan.filters[1:]))
+    # Three small cases: 5% of their voxels is under one patch, so the minimum batch of 2.
     assert plan.batch_size == 2
     # Demo heads fill about 60% of their box: z-score inside the non-zero mask.
     assert all(n.scheme == "zscore" and n.use_mask for n in plan.normalization)
     assert len(plan.median_shape) == 3
-    # The patch comes from the median shape: within one stride of it, and within the voxel cap.
-    assert all(abs(p - m) <= s for p, m, s in zip(plan.patch_size, plan.median_shape, t))
+    # The demo's small heads fit a 16 GB budget whole: the median shape padded up to the stride.
+    assert all(m <= p < m + s for p, m, s in zip(plan.patch_size, plan.median_shape, t))
+    assert plan.gpu_memory_gb == 16 and 0 < plan.memory_estimate_gb <= 16
     json.dumps(plans)  # serializable as is
 
 
@@ -194,3 +383,72 @@ def test_plan_json_round_trip(demo_fingerprint, tmp_path):
     assert loaded == plan and loaded.batch_size == 3
     assert isinstance(loaded.strides[0], tuple) and isinstance(loaded.labels, dict)
     assert all(isinstance(k, int) for k in loaded.labels)
+
+
+def test_demo_config_overrides(demo_fingerprint):
+    # config.yaml's demo settings, with the schema's default gpu_memory_gb filled in.
+    overrides = {"patch_size": [32, 32, 32], "filters": 8, "batch_size": 2, "gpu_memory_gb": 16}
+    plans = make_plans(demo_fingerprint, overrides)
+    assert plans["overrides"] == overrides
+    plan = Plan.from_json(plans)
+    assert plan.patch_size == (32, 32, 32) and plan.batch_size == 2 and plan.filters[0] == 8
+    assert plans["planned"]["filters"][0] == 32
+
+
+def test_patch_override_alone_gets_a_planned_batch():
+    # BraTS-like at 8 GB with a 64^3 patch: memory allows many samples, the 5% cap
+    # 484 x 140 x 175 x 135 x 0.05 / 64^3 = 305 does not bind; memory does.
+    plan = plan_for(BRATS, gpu_memory_gb=8, patch_size=[64, 64, 64])
+    assert plan.patch_size == (64, 64, 64)
+    # (64^3: 4 pools -> 5 levels). Per sample: 2 B x activations; the batch is the largest that fits.
+    per_sample = training_memory(plan.patch_size, plan.strides, plan.kernels, plan.filters, 4, 4, 1) - \
+        training_memory(plan.patch_size, plan.strides, plan.kernels, plan.filters, 4, 4, 0)
+    fixed = training_memory(plan.patch_size, plan.strides, plan.kernels, plan.filters, 4, 4, 0)
+    budget = (8 - RESERVED_GB) * GIB
+    assert fixed + plan.batch_size * per_sample <= budget < fixed + (plan.batch_size + 1) * per_sample
+    assert plan.batch_size > 2
+
+
+def test_normalization_and_use_mask_overrides():
+    planned = plan_for(BRATS)
+    # MRI channels, crop kept 60% of the box (< 75%): z-score inside the non-zero mask.
+    assert all(n.scheme == "zscore" and n.use_mask for n in planned.normalization)
+    plan = plan_for(BRATS, normalization=["ct", "zscore", "zscore", "zscore"], use_mask=False)
+    ct, *rest = plan.normalization
+    assert ct.scheme == "ct" and ct.clip == (40.0, 180.0) and (ct.mean, ct.std) == (100.0, 20.0)
+    assert not ct.use_mask
+    assert all(n.scheme == "zscore" and not n.use_mask for n in rest)
+    # use_mask alone, on a dataset whose crop kept 90% of the box (planned: no mask).
+    loose = fingerprint(["MRI"], 2, [((1.0, 1.0, 1.0), (36, 50, 35))] * 10, crop_fraction=0.9)
+    assert not plan_for(loose).normalization[0].use_mask
+    assert plan_for(loose, use_mask=True).normalization[0].use_mask
+
+
+def test_normalization_override_needs_one_scheme_per_channel():
+    with pytest.raises(ValueError, match=r"plan\.normalization lists 2 schemes.*4 channels"):
+        make_plans(BRATS, {"normalization": ["ct", "zscore"]})
+
+
+def test_ct_override_needs_foreground_statistics():
+    fp = copy.deepcopy(BRATS)
+    fp["intensity"][1] = {k: None for k in fp["intensity"][1]}
+    with pytest.raises(ValueError, match=r"plan\.normalization: channel 1 \(T1w\)"):
+        make_plans(fp, {"normalization": ["zscore", "ct", "zscore", "zscore"]})
+
+
+def test_every_override_is_recorded():
+    overrides = {"spacing": [1.5, 1.5, 1.5], "patch_size": [64, 64, 64], "batch_size": 3, "filters": 16,
+                 "max_filters": 256, "gpu_memory_gb": 24, "normalization": ["zscore"] * 4, "use_mask": False}
+    plans = make_plans(BRATS, overrides)
+    assert plans["overrides"] == overrides
+    plan = Plan.from_json(plans)
+    assert plan.spacing == (1.5, 1.5, 1.5) and plan.patch_size == (64, 64, 64) and plan.batch_size == 3
+    assert plan.filters == (16, 32, 64, 128, 256) and plan.gpu_memory_gb == 24
+    planned = Plan.from_json(plans["planned"])
+    assert planned.gpu_memory_gb == 16 and planned.patch_size == (160, 192, 160)
+    assert planned.spacing == (1.0, 1.0, 1.0) and planned.filters[0] == 32
+
+
+def test_overridable_keys_match_the_schema():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["properties"]["plan"]["properties"]) == set(OVERRIDABLE)

@@ -1,3 +1,6 @@
+import dataclasses
+import sys
+
 import nibabel as nib
 import nibabel.orientations as nio
 import numpy as np
@@ -11,6 +14,7 @@ from unet.preprocessing.cropping import paste
 from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
+from unet.preprocessing.locations import case_seed, foreground_locations
 from unet.preprocessing.planning import Plan, make_plans
 from unet.preprocessing.preprocess import preprocess_case, values_to_indices
 from unet.preprocessing.resampling import resample_labels
@@ -70,9 +74,13 @@ def test_preprocess_demo_case_outputs(demo_dataset, demo_plan, tmp_path):
     case = demo_dataset.training[1]
     geometry = preprocess_case(case, demo_plan, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"{case.id}.json", f"{case.id}.npy", f"{case.id}_seg.npy"]
+        f"{case.id}.json", f"{case.id}.npy", f"{case.id}_fg.npy", f"{case.id}_seg.npy"]
     image = load_npy(tmp_path / f"{case.id}.npy")
     seg = load_npy(tmp_path / f"{case.id}_seg.npy")
+    fg = load_npy(tmp_path / f"{case.id}_fg.npy")
+    np.testing.assert_array_equal(fg, foreground_locations(seg, demo_plan.num_classes, case_seed(case.id)))
+    assert fg.dtype == np.int32 and set(fg[:, 0].tolist()) == {1, 2, 3}
+    np.testing.assert_array_equal(seg[fg[:, 1], fg[:, 2], fg[:, 3]], fg[:, 0])
     assert image.dtype == np.float32 and image.shape == tuple(geometry.resampled_shape) + (2,)
     assert seg.dtype == np.uint8 and seg.shape == tuple(geometry.resampled_shape)
     assert seg.max() < demo_plan.num_classes
@@ -162,7 +170,7 @@ def assert_nothing_written(out):
 def test_small_valid_case_succeeds(tmp_path, demo_plan):
     # The fixture used by the failure tests is valid when left alone.
     preprocess_case(small_case(tmp_path), demo_plan, tmp_path / "out")
-    assert len(list((tmp_path / "out").iterdir())) == 3
+    assert len(list((tmp_path / "out").iterdir())) == 4
 
 
 def test_label_shape_mismatch_names_label_file(tmp_path, demo_plan):
@@ -217,3 +225,41 @@ def test_values_to_indices():
     np.testing.assert_array_equal(values_to_indices(label, (0, 1, 2, 4)), [[[0, 3], [2, 1]]])
     with pytest.raises(ValueError, match=r"seg.nii.gz.*\[3\]"):
         values_to_indices(np.array([0, 3]), (0, 1, 2, 4), "seg.nii.gz")
+
+
+def test_failed_write_leaves_no_file_and_names_the_case(tmp_path, demo_plan):
+    case = small_case(tmp_path)
+    out = tmp_path / "out"
+    (out / "bad_fg.npy").mkdir(parents=True)  # a folder in the way: the third file cannot be written
+    with pytest.raises(OSError) as err:
+        preprocess_case(case, demo_plan, out)
+    if sys.version_info >= (3, 11):  # exception notes
+        assert any("'bad'" in note for note in err.value.__notes__)
+    assert sorted(p.name for p in out.iterdir()) == ["bad_fg.npy"]  # image and seg removed again
+
+
+# --- separate z -------------------------------------------------------------------------------
+
+def test_anisotropic_case_resamples_z_by_nearest_images_and_labels(tmp_path, demo_plan):
+    # A 0.7 x 0.7 x 5 mm case to 1 mm: in-plane splines / per-label linear, slices repeated along z.
+    image = np.zeros((20, 20, 6, 2), np.float32)
+    label = np.zeros((20, 20, 6), np.uint8)
+    for z in range(6):
+        image[2:18, 2:18, z] = 100.0 + 10.0 * z   # one level per slice, both channels
+        label[5:15, 5:15, z] = z % 3 + 1
+    case = small_case(tmp_path, image=image, label=label, affine=np.diag([0.7, 0.7, 5.0, 1.0]))
+    plan = dataclasses.replace(demo_plan, spacing=(1.0, 1.0, 1.0))
+    geometry = preprocess_case(case, plan, tmp_path / "out")
+    assert geometry.cropped_shape == (16, 16, 6) and geometry.resampled_shape == (11, 11, 30)
+    pre = load_npy(tmp_path / "out" / "bad.npy")
+    seg = load_npy(tmp_path / "out" / "bad_seg.npy")
+    # Normalization is affine per channel, so input slice z has one normalized level; every output
+    # slice holds exactly one of them (no blending across the 5 mm slices), each 5 times.
+    levels = (np.arange(6) * 10.0 - 25.0) / np.std(np.arange(6) * 10.0)
+    centre = pre[3:8, 3:8, :, 0]
+    assert np.ptp(centre, axis=(0, 1)).max() < 1e-4
+    picked = np.abs(centre[0, 0, :, None] - levels[None, :]).argmin(axis=1)
+    np.testing.assert_allclose(centre[0, 0], levels[picked], atol=1e-4)
+    np.testing.assert_array_equal(picked, np.repeat(np.arange(6), 5))
+    for z in range(30):
+        assert set(np.unique(seg[..., z]).tolist()) == {0, picked[z] % 3 + 1}

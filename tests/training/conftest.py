@@ -22,7 +22,7 @@ def demo_workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("training_demo")
     dataset = load_dataset(generate_demo(root / "raw", n_train=4, n_test=0, seed=0))
     fingerprint = compute_fingerprint(dataset, workers=1, seed=0)
-    plan = Plan.from_json(make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4}))
+    plan = Plan.from_json(make_plans(fingerprint, {"patch_size": [16, 16, 16], "filters": 4, "batch_size": 2}))
     for case in dataset.training:
         preprocess_case(case, plan, root / "preprocessed")
     ids = [case.id for case in dataset.training]

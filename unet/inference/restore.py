@@ -5,7 +5,8 @@ cropped shape, pasted into the canonical volume
 (background elsewhere), and the raw voxel order is restored. For the label map the argmax is
 taken on the cropped grid, before pasting, and class indices become the dataset's label values;
 the argmax of the restored probabilities is the same map, since pasting and reorienting only move
-voxels.
+voxels. Region outputs (sigmoid per region) are painted into label values the same way, on the
+cropped grid (`unet.inference.regions`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from unet.inference.regions import Regions, labels_from_regions
 from unet.preprocessing.cropping import paste
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.resampling import anisotropic_axis, resample_channels
+from unet.preprocessing.resampling import resample_channels, separate_axis
 
 
 def probabilities_to_cropped(probs: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
@@ -24,9 +26,8 @@ def probabilities_to_cropped(probs: np.ndarray, geometry: CaseGeometry) -> np.nd
     if tuple(probs.shape[:3]) != tuple(geometry.resampled_shape):
         raise ValueError(f"case {geometry.case}: probabilities of shape {probs.shape[:3]} do not match "
                          f"the preprocessed shape {tuple(geometry.resampled_shape)}")
-    # Separate z as in nnU-Net: decided by the case's own spacing, else by the target spacing.
-    axis = anisotropic_axis(geometry.spacing)
-    axis = anisotropic_axis(geometry.target_spacing) if axis is None else axis
+    # Separate z as in nnU-Net, the same axis as preprocessing chose for this case.
+    axis = separate_axis(geometry.spacing, geometry.target_spacing)
     return resample_channels(probs, geometry.cropped_shape, order=1, separate_axis=axis)
 
 
@@ -37,10 +38,14 @@ def cropped_to_raw(array: np.ndarray, geometry: CaseGeometry, fill=0) -> np.ndar
     return geometry.reorientation.invert(canonical)
 
 
-def labels_from_cropped(cropped: np.ndarray, geometry: CaseGeometry,
-                        label_values: Sequence[int]) -> np.ndarray:
+def labels_from_cropped(cropped: np.ndarray, geometry: CaseGeometry, label_values: Sequence[int],
+                        regions: Regions | None = None) -> np.ndarray:
     """Label map in the raw voxel order and shape, holding the dataset's label values, from
-    (X, Y, Z, K) probabilities on the cropped grid."""
+    (X, Y, Z, K) probabilities on the cropped grid: their argmax, or with `regions` (channel r =
+    the r-th region's sigmoid probability) the regions painted in nnU-Net's order
+    (`unet.inference.regions.labels_from_regions`)."""
+    if regions is not None:
+        return cropped_to_raw(labels_from_regions(cropped, regions), geometry, fill=0)
     indices = np.argmax(cropped, axis=-1).astype(np.uint8)
     raw = cropped_to_raw(indices, geometry, fill=0)
     values = np.asarray(label_values)
@@ -48,18 +53,21 @@ def labels_from_cropped(cropped: np.ndarray, geometry: CaseGeometry,
     return values[raw].astype(dtype)
 
 
-def probabilities_from_cropped(cropped: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
+def probabilities_from_cropped(cropped: np.ndarray, geometry: CaseGeometry, regions: bool = False) -> np.ndarray:
     """(K, X, Y, Z) float32 probabilities in the raw voxel order and shape, from (X, Y, Z, K) on
-    the cropped grid; outside the crop box the background (class 0) has probability 1."""
+    the cropped grid; outside the crop box the background (class 0) has probability 1, or with
+    `regions` (sigmoid channels, no background channel) every region has probability 0."""
     background = np.zeros(cropped.shape[-1], dtype=np.float32)
-    background[0] = 1.0
+    if not regions:
+        background[0] = 1.0
     raw = cropped_to_raw(cropped.astype(np.float32, copy=False), geometry, fill=background)
     return np.ascontiguousarray(np.moveaxis(raw, -1, 0))
 
 
-def restore_labels(probs: np.ndarray, geometry: CaseGeometry, label_values: Sequence[int]) -> np.ndarray:
+def restore_labels(probs: np.ndarray, geometry: CaseGeometry, label_values: Sequence[int],
+                   regions: Regions | None = None) -> np.ndarray:
     """Label map in the raw file's voxel order and shape, holding the dataset's label values."""
-    return labels_from_cropped(probabilities_to_cropped(probs, geometry), geometry, label_values)
+    return labels_from_cropped(probabilities_to_cropped(probs, geometry), geometry, label_values, regions)
 
 
 def restore_probabilities(probs: np.ndarray, geometry: CaseGeometry) -> np.ndarray:

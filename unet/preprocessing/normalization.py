@@ -34,22 +34,37 @@ class ChannelNormalization:
 
 
 def normalize_channel(x: np.ndarray, norm: ChannelNormalization, mask: np.ndarray | None) -> np.ndarray:
-    x = x.astype(np.float32, copy=False)
+    """One (X, Y, Z) channel normalized, as a new float32 array (statistics in float64)."""
+    if norm.scheme not in ("zscore", "ct"):
+        raise ValueError(f"unknown normalization scheme {norm.scheme!r} (expected 'zscore' or 'ct')")
+    out = np.array(x, dtype=np.float32, order="K")  # the one copy; the rest works in place
+    masked = norm.scheme == "zscore" and norm.use_mask and mask is not None and bool(mask.any())
     if norm.scheme == "ct":
         lo, hi = norm.clip
-        return ((np.clip(x, lo, hi) - norm.mean) / max(norm.std, 1e-8)).astype(np.float32)
-    if norm.scheme != "zscore":
-        raise ValueError(f"unknown normalization scheme {norm.scheme!r} (expected 'zscore' or 'ct')")
-    if norm.use_mask and mask is not None and mask.any():
-        values = x[mask]
-        out = (x - values.mean()) / max(values.std(), 1e-8)
-        return np.where(mask, out, 0.0).astype(np.float32)
-    return ((x - x.mean()) / max(x.std(), 1e-8)).astype(np.float32)
+        np.clip(out, lo, hi, out=out)
+        mean, std = norm.mean, norm.std
+    elif masked:
+        values = out[mask]
+        mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
+        del values
+    else:
+        mean, std = out.mean(dtype=np.float64), out.std(dtype=np.float64)
+    out -= np.float32(mean)
+    out *= np.float32(1.0 / max(float(std), 1e-8))
+    if masked:
+        out[~mask] = 0.0
+    return out
 
 
-def normalize(image: np.ndarray, norms: list[ChannelNormalization]) -> np.ndarray:
-    """Normalize a (X, Y, Z, C) image channel by channel; the mask is where any channel is non-zero."""
+def normalize(image: np.ndarray, norms: list[ChannelNormalization],
+              mask: np.ndarray | None = None) -> np.ndarray:
+    """Normalize a (X, Y, Z, C) image channel by channel; the mask is where any channel is
+    non-zero (computed unless given)."""
     if image.shape[-1] != len(norms):
         raise ValueError(f"image has {image.shape[-1]} channels but the plan normalizes {len(norms)}")
-    mask = np.any(image != 0, axis=-1)
-    return np.stack([normalize_channel(image[..., c], n, mask) for c, n in enumerate(norms)], axis=-1)
+    if mask is None:
+        mask = np.any(image != 0, axis=-1)
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, n in enumerate(norms):
+        out[..., c] = normalize_channel(image[..., c], n, mask)
+    return out

@@ -1,8 +1,14 @@
 """Per-case preprocessing: canonical orientation, crop, normalize, resample (nnU-Net's order).
 
-Outputs per case, in `out_dir`: {case}.npy (X, Y, Z, C) float32, {case}_seg.npy (X, Y, Z) uint8
-class indices (training cases), {case}.json geometry. Arrays are computed in full before
-anything is written, and every file is written atomically, the geometry last.
+Outputs per case, in `out_dir`: {case}.npy (X, Y, Z, C) float32, and for training cases
+{case}_seg.npy (X, Y, Z) uint8 class indices and {case}_fg.npy foreground locations (see
+`unet.preprocessing.locations`); then {case}.json geometry. Arrays are computed in full before
+anything is written, and every file is written atomically, the geometry last, so a case whose
+geometry JSON exists is complete.
+
+Normalization statistics come from the original voxels (after cropping, before resampling).
+The image is handled channel by channel, so besides the loaded case only one channel's
+intermediates and the output are held at a time.
 """
 
 from __future__ import annotations
@@ -13,36 +19,54 @@ import numpy as np
 
 from unet.io.atomic import save_npy
 from unet.io.msd import Case
-from unet.preprocessing.cropping import crop, nonzero_box
+from unet.preprocessing.cropping import crop, mask_box, nonzero_mask
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
-from unet.preprocessing.normalization import normalize
+from unet.preprocessing.locations import case_seed, foreground_locations
+from unet.preprocessing.normalization import normalize_channel
 from unet.preprocessing.planning import Plan
-from unet.preprocessing.resampling import resample_channels, resample_labels, shape_at_spacing
+from unet.preprocessing.resampling import resample, resample_labels, separate_axis, shape_at_spacing
 
 
 def values_to_indices(label: np.ndarray, values: tuple[int, ...], source: str = "label") -> np.ndarray:
     """Map dataset label values (e.g. 0, 1, 2, 4) to class indices 0..K-1."""
     values_arr = np.asarray(values)
-    present = np.unique(label)
+    lo, hi = int(label.min()), int(label.max())
+    small = lo >= 0 and hi < 2 ** 16  # then a lookup table beats sorting (np.unique)
+    present = np.flatnonzero(np.bincount(label.ravel())) if small else np.unique(label)
     unknown = np.setdiff1d(present, values_arr)
     if unknown.size:
         raise ValueError(f"{source}: label values {unknown.tolist()} are not declared in dataset.json "
                          f"(declared: {list(values)})")
-    return np.searchsorted(values_arr, label).astype(np.uint8)
+    if not small:
+        return np.searchsorted(values_arr, label).astype(np.uint8)
+    table = np.zeros(hi + 1, dtype=np.uint8)
+    declared = values_arr[(values_arr >= 0) & (values_arr <= hi)]
+    table[declared] = np.searchsorted(values_arr, declared)
+    return table[label]
 
 
 def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | None, CaseGeometry]:
     """Preprocess one case in memory: (image, class-index seg or None, geometry)."""
     loaded = load_case(case, plan.num_channels)
-    box = nonzero_box(loaded.image)
-    image = normalize(crop(loaded.image, box), list(plan.normalization))
-    shape = shape_at_spacing(image.shape[:3], loaded.spacing, plan.spacing)
-    image = resample_channels(image, shape, order=3)
+    mask = nonzero_mask(loaded.image)
+    box = mask_box(mask)
+    mask = crop(mask, box)
+    cropped_shape = mask.shape
+    shape = shape_at_spacing(cropped_shape, loaded.spacing, plan.spacing)
+    axis = separate_axis(loaded.spacing, plan.spacing)
+
+    same = shape == cropped_shape  # at the target spacing already: nothing to resample, no copy
+    image = np.empty(shape + (plan.num_channels,), dtype=np.float32)
+    for c, norm in enumerate(plan.normalization):
+        channel = normalize_channel(crop(loaded.image[..., c], box), norm, mask)
+        image[..., c] = channel if same else resample(channel, shape, order=3, separate=axis)
+        del channel
     seg = None
     if loaded.label is not None:
-        indices = values_to_indices(crop(loaded.label, box), plan.label_values, str(case.label))
-        seg = resample_labels(indices, shape, plan.num_classes).astype(np.uint8)
+        seg = values_to_indices(crop(loaded.label, box), plan.label_values, str(case.label))
+        if not same:
+            seg = resample_labels(seg, shape, plan.num_classes, separate_axis=axis)
 
     geometry = CaseGeometry(
         case=case.id, raw_shape=loaded.raw_shape, raw_affine=loaded.raw_affine,
@@ -53,11 +77,24 @@ def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | 
 
 
 def preprocess_case(case: Case, plan: Plan, out_dir: str | Path) -> CaseGeometry:
-    """Preprocess one case and write its files (see the module docstring)."""
-    image, seg, geometry = preprocess_arrays(case, plan)
+    """Preprocess one case and write its files (see the module docstring). On failure no file of
+    the case is left behind and the error carries a note naming the case."""
     out_dir = Path(out_dir)
-    save_npy(out_dir / f"{case.id}.npy", image)
-    if seg is not None:
-        save_npy(out_dir / f"{case.id}_seg.npy", seg)
-    geometry.save(out_dir / f"{case.id}.json")
+    written: list[Path] = []
+    try:
+        image, seg, geometry = preprocess_arrays(case, plan)
+        arrays = {f"{case.id}.npy": image}
+        if seg is not None:
+            arrays[f"{case.id}_seg.npy"] = seg
+            arrays[f"{case.id}_fg.npy"] = foreground_locations(seg, plan.num_classes, case_seed(case.id))
+        for name, array in arrays.items():
+            save_npy(out_dir / name, array)
+            written.append(out_dir / name)
+        geometry.save(out_dir / f"{case.id}.json")
+    except BaseException as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if hasattr(exc, "add_note"):  # Python 3.11+; loading errors name the file anyway
+            exc.add_note(f"while preprocessing case {case.id!r} ({case.image})")
+        raise
     return geometry
