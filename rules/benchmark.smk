@@ -23,3 +23,20 @@ rule benchmark_predict:
     threads: workflow.cores
     script:
         "../workflow_scripts/benchmark_predict.py"
+
+
+# Our validate + fingerprint + plan + preprocess against nnU-Net v2's plan_and_preprocess, each
+# with `threads` processes, on a generated BraTS-like dataset (not the task's own data), so it
+# needs no input; nnU-Net comes from its own virtualenv (.bench/nnunet-venv, made on first use).
+rule benchmark_preprocess:
+    output:
+        res("benchmarks", "preprocess.json"),
+    params:
+        cases=8,
+        seed=0,
+    log:
+        log_file("benchmark", "preprocess.log"),
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/benchmark_preprocess.py"
+

@@ -133,7 +133,7 @@ def test_listed_files_that_do_not_exist_are_all_named(own_dataset: Path) -> None
     (own_dataset / "labelsTr" / "DEMO_001.nii.gz").unlink()
     (own_dataset / "imagesTs" / "DEMO_002.nii.gz").unlink()
 
-    with pytest.raises(DatasetError, match="2 file") as excinfo:
+    with pytest.raises(DatasetError, match="2 problem") as excinfo:
         prepare_dataset("MyTask", own_dataset)
 
     message = str(excinfo.value)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-
 from unet.io.msd import Dataset, DatasetError, load_dataset
+from unet.io.validation import shown, validate_dataset
 
 INGEST_FORMATS = ("brats",)
-_SHOWN_PROBLEMS = 20
 
 
 def is_msd_task(task: str) -> bool:
@@ -23,7 +20,8 @@ def is_msd_task(task: str) -> bool:
 
 def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
                     ingest: dict | None = None, workers: int = 1) -> Dataset:
-    """Return the dataset for `task` under `data_dir` (= {data_dir}/{task}), creating it if needed.
+    """Return the dataset for `task` under `data_dir` (= {data_dir}/{task}), creating it if needed,
+    after checking every file it lists (`unet.io.validation`; `workers` processes read them).
 
     `ingest` = {"format": "brats", "source": PATH} converts `source` into `data_dir` instead
     (config `ingest:`); it takes precedence over an MSD task of the same name.
@@ -50,8 +48,7 @@ def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
     else:
         check_folder(data_dir, task)
     dataset = load_dataset(data_dir)
-    check_files(dataset)
-    check_headers(dataset)
+    validate_dataset(dataset, workers=workers)
     return dataset
 
 
@@ -95,50 +92,10 @@ def check_folder(data_dir: Path, task: str) -> None:
 
 
 def check_files(dataset: Dataset) -> None:
-    """Every file dataset.json lists must exist; one error lists all that do not."""
+    """Every file dataset.json lists must exist; one error lists all that do not. (Cheap: no
+    file is opened; `validate_dataset` does the full check.)"""
     missing = [str(p) for c in dataset.training + dataset.test for p in (c.image, c.label)
                if p is not None and not p.is_file()]
     if missing:
         raise DatasetError(f"{dataset.root / 'dataset.json'} lists {len(missing)} file(s) that do "
-                           f"not exist:\n  {_shown(missing)}")
-
-
-def check_headers(dataset: Dataset) -> None:
-    """From the NIfTI headers (no voxel data read): channels as declared, labels on the image grid.
-
-    One error lists every problem found, so a user fixes them in one go.
-    """
-    n_channels = len(dataset.modalities)
-    problems = []
-    for case in dataset.training + dataset.test:
-        try:
-            image = nib.load(str(case.image))
-            label = nib.load(str(case.label)) if case.label is not None else None
-        except Exception as exc:  # nibabel raises several types for broken files
-            problems.append(f"{case.id}: cannot read its NIfTI header ({exc})")
-            continue
-        shape = image.shape
-        channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
-        if channels is None:
-            problems.append(f"{case.image}: shape {shape}, expected (x, y, z) or "
-                            f"(x, y, z, channel)")
-            continue
-        if channels != n_channels:
-            problems.append(f"{case.image}: {channels} channel(s), dataset.json 'modality' "
-                            f"declares {n_channels} ({', '.join(dataset.modalities)})")
-        if label is None:
-            continue
-        label_shape = label.shape[:3] if label.shape[3:] in ((), (1,)) else label.shape
-        if label_shape != shape[:3]:
-            problems.append(f"{case.label}: shape {label.shape} does not match its image's "
-                            f"{shape[:3]}")
-        elif not np.allclose(label.affine, image.affine, atol=1e-3):
-            problems.append(f"{case.label}: affine differs from its image's ({case.image.name})")
-    if problems:
-        raise DatasetError(f"{dataset.root / 'dataset.json'}: {len(problems)} problem(s) with the "
-                           f"files it lists:\n  {_shown(problems)}")
-
-
-def _shown(lines: list[str]) -> str:
-    more = len(lines) - _SHOWN_PROBLEMS
-    return "\n  ".join(lines[:_SHOWN_PROBLEMS]) + (f"\n  ... and {more} more" if more > 0 else "")
+                           f"not exist:\n  {shown(missing)}")

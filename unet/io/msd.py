@@ -61,35 +61,90 @@ def _resolve(root: Path, relative: str) -> Path:
 
 
 def load_dataset(root: str | os.PathLike) -> Dataset:
-    """Read `dataset.json` under `root` and list its cases. Files are not opened here."""
+    """Read `dataset.json` under `root` and list its cases. Files are not opened here.
+
+    Every problem with dataset.json itself (missing keys, wrong types) is listed in one error.
+    """
     root = Path(root)
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: missing; a dataset folder needs an MSD dataset.json")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{meta_path}: cannot be read ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: must hold a JSON object, not {type(meta).__name__}")
 
+    problems: list[str] = []
     channels = meta.get("modality", meta.get("channel_names"))
-    for key, value in (("modality", channels), ("labels", meta.get("labels")),
-                       ("training", meta.get("training"))):
-        if value is None:
-            raise DatasetError(f"{meta_path}: required key {key!r} is missing")
-    modalities = tuple(str(channels[k]) for k in sorted(channels, key=int))
-    labels = {int(v): str(k) for k, v in meta["labels"].items()} if _labels_by_name(meta["labels"]) \
-        else {int(k): str(v) for k, v in meta["labels"].items()}
-    if 0 not in labels:
-        raise DatasetError(f"{meta_path}: 'labels' must declare the background value 0")
-
-    training = tuple(
-        Case(case_id(item["image"]), _resolve(root, item["image"]), _resolve(root, item["label"]))
-        for item in meta["training"]
-    )
-    test = tuple(Case(case_id(item), _resolve(root, item)) for item in meta.get("test", []))
+    missing = [key for key, value in (("modality", channels), ("labels", meta.get("labels")),
+                                      ("training", meta.get("training"))) if value is None]
+    problems += [f"required key {key!r} is missing" for key in missing]
+    modalities = _modalities(channels, problems) if channels is not None else ()
+    labels = _labels(meta["labels"], problems) if meta.get("labels") is not None else {}
+    training = _training(root, meta["training"], problems) if meta.get("training") is not None \
+        else ()
+    test = _test(root, meta.get("test", []), problems)
+    if problems:
+        raise DatasetError(f"{meta_path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return Dataset(root=root, name=str(meta.get("name", root.name)), modalities=modalities,
                    labels=labels, training=_sorted(training), test=_sorted(test),
                    regions=_regions(meta_path, meta.get("regions"), labels))
+
+
+def _modalities(channels, problems: list[str]) -> tuple[str, ...]:
+    """{"0": "FLAIR", "1": "T1", ...} -> names in channel order (by integer index)."""
+    if not isinstance(channels, dict) or not channels:
+        problems.append("'modality' must map channel indices to names, e.g. {\"0\": \"CT\"}")
+        return ()
+    try:
+        order = sorted(channels, key=int)
+    except ValueError:
+        problems.append(f"'modality' keys must be channel indices 0, 1, ...; got {list(channels)}")
+        return ()
+    return tuple(str(channels[k]) for k in order)
+
+
+def _labels(raw, problems: list[str]) -> dict[int, str]:
+    """MSD {"0": "background", ...} or nnU-Net v2 {"background": 0, ...} -> {value: name}."""
+    if not isinstance(raw, dict):
+        problems.append("'labels' must map label values to names, e.g. {\"0\": \"background\"}")
+        return {}
+    try:
+        labels = {int(v): str(k) for k, v in raw.items()} if _labels_by_name(raw) \
+            else {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        problems.append(f"'labels' keys must be integer label values; got {list(raw)}")
+        return {}
+    if 0 not in labels:
+        problems.append("'labels' must declare the background value 0")
+    return labels
+
+
+def _training(root: Path, items, problems: list[str]) -> tuple[Case, ...]:
+    if not isinstance(items, list):
+        problems.append("'training' must be a list of {\"image\": path, \"label\": path}")
+        return ()
+    cases = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, dict) and isinstance(item.get("image"), str)
+                and isinstance(item.get("label"), str)):
+            problems.append(f"'training' entry {i} ({item!r}) must be "
+                            f"{{\"image\": path, \"label\": path}}")
+            continue
+        cases.append(Case(case_id(item["image"]), _resolve(root, item["image"]),
+                          _resolve(root, item["label"])))
+    return tuple(cases)
+
+
+def _test(root: Path, items, problems: list[str]) -> tuple[Case, ...]:
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        problems.append("'test' must be a list of image paths")
+        return ()
+    return tuple(Case(case_id(item), _resolve(root, item)) for item in items)
 
 
 def _regions(meta_path: Path, regions, labels: dict[int, str]) -> dict[str, tuple[int, ...]]:
