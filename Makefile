@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+HVD_VENV := .venv-horovod
+HVD_STAMP := $(HVD_VENV)/.installed
+HOROVOD := horovod==0.28.1
 
-.PHONY: run test test-fast clean-results
+.PHONY: run test test-fast clean-results horovod-env
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +21,26 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "Summary: $$($(BIN)/python -c "import yaml; c = yaml.safe_load(open('config.yaml')); print(c['results'] + '/' + c['task'] + '/evaluation/summary.json')")"
 
-test: $(STAMP)
+# The suite also trains with Horovod, in its own environment (built once, minutes).
+test: $(STAMP) $(HVD_STAMP)
 	$(BIN)/python -m pytest
 
 # Unit tests only (no end-to-end Snakemake runs).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not workflow"
+
+# `make horovod-env`: .venv-horovod, for train.distribution: horovod. Horovod 0.28.1 builds only
+# against TensorFlow <= 2.15, so it has an environment of its own (envs/horovod.txt, a complete lock
+# installed without dependency resolution: see there), and is compiled here with TensorFlow and
+# Gloo, without MPI. The build takes minutes.
+
+horovod-env: $(HVD_STAMP)
+
+$(HVD_STAMP): envs/horovod.txt pyproject.toml
+	test -x $(HVD_VENV)/bin/python || $(PYTHON) -m venv $(HVD_VENV)
+	$(HVD_VENV)/bin/python -m pip install --quiet --no-deps -r envs/horovod.txt
+	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
+		HOROVOD_WITHOUT_MXNET=1 $(HVD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation $(HOROVOD)
+	$(HVD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(HVD_VENV)/bin/python -c "import horovod.tensorflow, keras; print('horovod', horovod.__version__, 'keras', keras.__version__)"
+	touch $(HVD_STAMP)

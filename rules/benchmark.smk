@@ -40,3 +40,46 @@ rule benchmark_preprocess:
     script:
         "../workflow_scripts/benchmark_preprocess.py"
 
+
+# Our training input pipeline (augmented 128^3 patches/s, per core) against nnU-Net v2's
+# nnUNetDataLoader with its training transforms, each with `threads` cores, on generated cases
+# (not the task's own data), so it needs no input; nnU-Net runs in its own virtualenv.
+rule benchmark_loader:
+    output:
+        res("benchmarks", "loader.json"),
+    params:
+        cases=8,
+        case_shape=[160, 180, 150],
+        patch_size=[128, 128, 128],
+        seconds=60,
+    log:
+        log_file("benchmark", "loader.log"),
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/benchmark_loader.py"
+
+
+# Training steps of the planned network (one GPU, or the CPU): the training loop's own step and
+# compile + train_on_batch, AMP and XLA on/off, then the same under KERAS_BACKEND=jax (in its
+# own virtualenv, .bench/jax-venv, made on first use). `patch_size: null` is the plan's patch.
+rule benchmark_train:
+    input:
+        plans=res("plans.json"),
+    output:
+        res("benchmarks", "train.json"),
+    params:
+        fold=FOLDS[0],
+        patch_size=None,
+        batch_size=2,
+        amp=[False, True],
+        xla=[False, True],
+        jax=True,
+        warmup=5,
+        steps=20,
+    log:
+        log_file("benchmark", "train.log"),
+    threads: workflow.cores
+    resources:
+        gpu=min(1, config["train"]["gpus"]),
+    script:
+        "../workflow_scripts/benchmark_train.py"

@@ -58,8 +58,14 @@ def final_targets(wildcards):
 
 def train_resources():
     """Resources of a `train` job: `train.gpus` GPUs for one process, or with `train.nodes` > 1
-    one task per node (launched with srun by the script, resource `mpi`) with `train.gpus` each."""
+    one task per node (launched with srun by the script, resource `mpi`) with `train.gpus` each
+    (Horovod: one task per GPU)."""
     gpus, nodes = config["train"]["gpus"], config["train"].get("nodes", 1)
+    if config["train"].get("distribution") == "horovod":
+        # One Horovod process per GPU (at least one per node), started by srun inside the job.
+        per_node = max(1, gpus)
+        extra = f"--ntasks-per-node={per_node}" + (" --gpus-per-task=1" if gpus > 0 else "")
+        return {"nodes": nodes, "tasks": nodes * per_node, "mpi": "srun", "slurm_extra": extra}
     if nodes == 1:
         # No `tasks` here: with a gpu request the SLURM plugin turns it into --ntasks-per-gpu.
         return {"gpu": gpus}

@@ -7,11 +7,13 @@ rule predict:
         model=res("fold_{fold}", "model.keras"),
         splits=res("splits.json"),
         plans=res("plans.json"),
+        ready=res("dataset.ok"),
         preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],
     output:
         directory(res("predictions", "fold_{fold}")),
     params:
         predict=config["predict"],
+        regions=config["train"].get("regions"),
         preprocessed_dir=res("preprocessed"),
     log:
         log_file("predict", "fold_{fold}.log"),
@@ -33,6 +35,7 @@ rule ensemble:
         directory(res("predictions", "test")),
     params:
         predict=config["predict"],
+        regions=config["train"].get("regions"),
         data_dir=str(DATA_DIR),
     log:
         log_file("predict", "test.log"),

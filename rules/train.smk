@@ -7,6 +7,7 @@ rule train:
         shards=res("shards"),
         splits=res("splits.json"),
         plans=res("plans.json"),
+        ready=res("dataset.ok"),
     output:
         model=res("fold_{fold}", "model.keras"),
         log=res("fold_{fold}", "training_log.jsonl"),

@@ -19,6 +19,8 @@ with output_to(snakemake.log[0]):
     write_json(snakemake.output[0], {
         "task": p.task, "path": str(dataset.root), "modalities": list(dataset.modalities),
         "labels": {str(k): v for k, v in dataset.labels.items()},
+        # Read by train/predict for `train.regions: dataset`.
+        "regions": {name: list(values) for name, values in dataset.regions.items()},
         "training_cases": len(dataset.training), "test_cases": len(dataset.test),
         **({"ingest": dict(p.ingest)} if p.ingest else {}),
     })

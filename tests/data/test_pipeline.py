@@ -28,7 +28,7 @@ def _take(dataset, n):
 
 
 def test_training_batches(shard_dir):
-    ds = training_dataset(shard_dir, ["a", "b"], PATCH, batch_size=3, oversampling=0.5, seed=0)
+    ds = training_dataset(shard_dir, ["a", "b"], PATCH, batch_size=3, oversampling=0.5, seed=0, augment=False)
     batches = _take(ds, 4)  # endless: more patches than the two cases hold
     assert len(batches) == 4
     for image, seg in batches:
@@ -38,6 +38,22 @@ def test_training_batches(shard_dir):
         assert set(np.unique(image)) <= {0.0, 1.0, 2.0}
     values = set(np.unique(np.concatenate([b[0] for b in batches])))
     assert {1.0, 2.0} <= values
+
+
+def test_augmented_batches_keep_shape_and_foreground(shard_dir):
+    ds = training_dataset(shard_dir, ["a", "b", "c"], PATCH, batch_size=4, oversampling=1.0, seed=3,
+                          augment=True, elastic=True, threads=1)
+    images = []
+    for image, seg in _take(ds, 3):
+        assert image.shape == (4, *PATCH, 2) and image.dtype == np.float32
+        assert seg.shape == (4, *PATCH) and seg.dtype == np.uint8
+        assert np.isfinite(image).all()
+        # Every patch is centred on the single foreground voxel: only a rotation or scaling can
+        # lose it (nearest neighbour may skip one voxel), so most patches hold it.
+        assert (seg.reshape(4, -1).max(axis=1) == 1).sum() >= 2
+        images.append(image)
+    values = np.unique(np.concatenate(images))
+    assert len(values) > 10  # intensities augmented, not the constants 0-3
 
 
 def test_training_batches_are_reproducible(shard_dir):

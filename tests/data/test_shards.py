@@ -3,7 +3,7 @@ import pytest
 
 from unet.data import shards
 from unet.data.shards import read_cases, write_shards
-from unet.io.atomic import save_npy
+from unet.io.atomic import read_json, save_npy, write_json
 
 SHAPES = {"a": (5, 6, 7), "b": (8, 4, 3), "c": (6, 6, 6)}
 
@@ -60,3 +60,65 @@ def test_unknown_case_names_the_index(preprocessed, tmp_path):
     write_shards(preprocessed, ["a", "b"], out)
     with pytest.raises(KeyError, match=r"index\.json.*'c'"):
         read_cases(out, ["a", "c"])
+
+
+def _read_locations(shard_dir, ids):
+    return {item["case"].numpy().decode(): item["fg"].numpy() for item in read_cases(shard_dir, ids)}
+
+
+def test_recorded_locations_survive_the_round_trip(preprocessed, tmp_path):
+    rng = np.random.default_rng(1)
+    written = {}
+    for cid, shape in SHAPES.items():
+        rows = np.column_stack([rng.integers(1, 4, 7), *(rng.integers(0, n, 7) for n in shape)]).astype(np.int32)
+        written[cid] = rows
+        save_npy(preprocessed / f"{cid}_fg.npy", rows)
+    save_npy(preprocessed / "c_fg.npy", np.zeros((0, 4), np.int32))  # a case without foreground
+    written["c"] = np.zeros((0, 4), np.int32)
+    write_shards(preprocessed, list(SHAPES), tmp_path / "shards")
+    got = _read_locations(tmp_path / "shards", list(SHAPES))
+    for cid, rows in written.items():
+        assert got[cid].dtype == np.int32 and got[cid].shape == rows.shape
+        np.testing.assert_array_equal(got[cid], rows)
+
+
+def test_missing_locations_are_sampled_from_the_seg(preprocessed, tmp_path):
+    write_shards(preprocessed, ["a", "b"], tmp_path / "shards")  # no _fg.npy files
+    got = _read_locations(tmp_path / "shards", ["a", "b"])
+    for cid in ("a", "b"):
+        seg = np.load(preprocessed / f"{cid}_seg.npy")
+        rows = got[cid]
+        assert sorted(set(rows[:, 0])) == sorted(set(np.unique(seg)) - {0})
+        np.testing.assert_array_equal(seg[rows[:, 1], rows[:, 2], rows[:, 3]], rows[:, 0])
+        assert len(rows) == np.count_nonzero(seg)  # below the cap: every foreground voxel
+
+
+def test_locations_from_seg_caps_each_class_and_handles_no_foreground():
+    seg = np.zeros((30, 30, 30), np.uint8)
+    seg[:20] = 1
+    seg[25, 3, 4] = 3
+    rows = shards.locations_from_seg(seg, seed=0, cap=100)
+    assert rows.dtype == np.int32 and rows.shape == (101, 4)
+    assert (rows[:, 0] == 1).sum() == 100 and (rows[:, 0] == 3).sum() == 1
+    assert len({tuple(r) for r in rows}) == 101  # without repeats
+    np.testing.assert_array_equal(seg[rows[:, 1], rows[:, 2], rows[:, 3]], rows[:, 0])
+    assert shards.locations_from_seg(np.zeros((4, 4, 4), np.uint8)).shape == (0, 4)
+
+
+def test_bad_locations_file_names_the_file(preprocessed, tmp_path):
+    save_npy(preprocessed / "a_fg.npy", np.zeros((3, 3), np.int32))
+    with pytest.raises(ValueError, match=r"a_fg\.npy.*\(N, 4\)"):
+        write_shards(preprocessed, ["a"], tmp_path / "shards")
+    save_npy(preprocessed / "a_fg.npy", np.array([[1, 5, 0, 0]], np.int32))  # x = 5 outside (5, 6, 7)
+    with pytest.raises(ValueError, match=r"a_fg\.npy.*outside"):
+        write_shards(preprocessed, ["a"], tmp_path / "shards")
+
+
+def test_shards_without_locations_ask_for_a_rerun(preprocessed, tmp_path):
+    out = tmp_path / "shards"
+    write_shards(preprocessed, ["a"], out)
+    index = read_json(out / shards.INDEX)
+    del index["format"]  # as written before locations were stored
+    write_json(out / shards.INDEX, index)
+    with pytest.raises(ValueError, match="rerun the shard rule"):
+        read_cases(out, ["a"])

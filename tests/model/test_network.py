@@ -81,3 +81,34 @@ def test_build_from_plan_follows_the_plan():
     assert model.get_layer("enc2a_conv").filters == 16
     assert model.get_layer("enc1a_conv").strides == (2, 2, 1)
     assert _run(model, plan.patch_size, 3).shape == (2, 16, 16, 8, 2)
+
+
+def test_deep_supervision_outputs_one_head_per_decoder_level():
+    from unet.model.network import output_strides
+
+    strides = [[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2]]
+    model = build_unet(1, 3, [4, 8, 8, 8], strides, [[3, 3, 3]] * 4, deep_supervision=True)
+    x = np.zeros((2, 16, 16, 8, 1), np.float32)
+    outputs = [np.asarray(o) for o in model.predict_on_batch(x)]
+    # Every decoder resolution (levels 0..2), none at the bottleneck, full resolution first.
+    assert output_strides(strides) == [(1, 1, 1), (2, 2, 1), (4, 4, 2)]
+    assert [o.shape for o in outputs] == [(2, 16, 16, 8, 3), (2, 8, 8, 8, 3), (2, 4, 4, 4, 3)]
+    for o in outputs:
+        np.testing.assert_allclose(o.sum(-1), 1.0, atol=1e-5)
+    assert model.get_layer("probabilities").output is model.outputs[0]
+    assert model.get_layer("probabilities_ds2").compute_dtype == "float32"
+
+
+def test_deep_supervision_in_two_dimensions():
+    model = build_unet(2, 2, [4, 8, 8], [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3, deep_supervision=True)
+    outputs = model.predict_on_batch(np.zeros((1, 16, 12, 2), np.float32))
+    assert [np.asarray(o).shape for o in outputs] == [(1, 16, 12, 2), (1, 8, 6, 2)]
+
+
+def test_sigmoid_outputs_are_independent_per_channel():
+    model = build_unet(1, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3]] * 2, activation="sigmoid")
+    probs = _run(model, (8, 8, 8), 1)
+    assert probs.shape == (2, 8, 8, 8, 3) and ((probs > 0) & (probs < 1)).all()
+    assert np.abs(probs.sum(-1) - 1.0).max() > 0.1  # not a softmax
+    with pytest.raises(ValueError, match="activation"):
+        build_unet(1, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3]] * 2, activation="relu")

@@ -1,4 +1,6 @@
 import os
+import random
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -30,3 +32,21 @@ def demo_workspace(tmp_path_factory):
     fold = make_splits(ids, nfolds=2, seed=0)[0]
     return SimpleNamespace(root=root, plan=plan, shard_dir=root / "shards",
                            train_ids=fold["train"], val_ids=fold["val"])
+
+
+@pytest.fixture
+def free_port_pair():
+    """A function returning a port p in [20000, 40000) with p and p + 1 free: the ports the SLURM
+    cluster resolver gives two tasks (20000 + job id % 20000 and the next)."""
+    def find() -> int:
+        for _ in range(100):
+            port = random.randrange(20000, 39999)
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError("no two free ports")
+    return find

@@ -92,3 +92,26 @@ def test_without_resume_a_fold_starts_over(runs):
     assert runs.fresh.trained == [1, 2]
     assert "resuming" not in runs.fresh.stdout
     assert runs.fresh.log[0] != runs.resumed.log[0]
+
+
+def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalar summaries in a TensorBoard folder's event files."""
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+def test_tensorboard_events_hold_the_logged_scalars(runs):
+    scalars = _tensorboard_scalars(runs.out_dir / "tensorboard")
+    log = runs.fresh.log
+    names = [f"val_dice/{name}" for name in log[0]["val_dice"]]
+    keys = ["loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s", "epoch_time_s"]
+    assert set(keys + names) <= set(scalars)
+    for key in keys:
+        assert scalars[key] == pytest.approx({row["epoch"]: row[key] for row in log}, rel=1e-6)
+    for name in log[0]["val_dice"]:
+        assert scalars[f"val_dice/{name}"] == pytest.approx({row["epoch"]: row["val_dice"][name] for row in log},
+                                                            rel=1e-6)

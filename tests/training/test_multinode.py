@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 
@@ -49,23 +47,9 @@ def test_worker_0_writes_the_fold_the_others_a_scratch_copy(tmp_path):
         assert not (scratch / "checkpoints").exists()  # a fresh run starts from nothing
 
 
-def _free_port_pair() -> int:
-    """A port p in [20000, 40000) with p and p + 1 free: the resolver's ports for two tasks."""
-    for _ in range(100):
-        port = random.randrange(20000, 39999)
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two free ports")
-
-
-def _two_workers(code: str, *args: str, cwd) -> list[str]:
+def _two_workers(code: str, *args: str, cwd, port: int) -> list[str]:
     """Run `code` as the two tasks of an srun step on 127.0.0.1 (one node, two tasks); stdouts."""
-    job_id = str(_free_port_pair() - 20000)  # the resolver's ports are 20000 + job id % 20000
+    job_id = str(port - 20000)  # the resolver's ports are 20000 + job id % 20000
     workers = []
     for rank in (0, 1):
         env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_PROCID": str(rank), "SLURM_STEP_NUM_TASKS": "2",
@@ -94,14 +78,15 @@ print(type(strategy).__name__, strategy.num_replicas_in_sync,
 """
 
 
-def test_two_cpu_workers_on_this_machine_form_one_strategy(tmp_path):
+def test_two_cpu_workers_on_this_machine_form_one_strategy(tmp_path, free_port_pair):
     # Each builds the multi-worker strategy; a sum across workers sees both (1 + 2).
-    for out in _two_workers(SUM_OF_RANKS, cwd=tmp_path):
+    for out in _two_workers(SUM_OF_RANKS, cwd=tmp_path, port=free_port_pair()):
         assert out.split() == ["CollectiveAllReduceStrategy", "2", "3.0"]
 
 
 TRAIN = """
-import json, sys
+import hashlib, json, sys
+import keras, numpy as np
 from pathlib import Path
 from unet.preprocessing.planning import Plan
 from unet.training import multinode
@@ -113,22 +98,55 @@ rank = multinode.worker_rank()
 with multinode.worker_outputs(fold, Path(fold) / "model.keras", Path(fold) / "curves.png", rank) as paths:
     rows = train_fold(Plan.load(plan_file), settings, shards, json.loads(train_ids), json.loads(val_ids),
                       out_dir=paths[0], model_path=paths[1], curves_path=paths[2])
-print(json.dumps({"rank": rank, "out": str(paths[0]), "loss": [r["loss"] for r in rows]}), flush=True)
+    weights = keras.saving.load_model(paths[1], compile=False).get_weights()
+digest = hashlib.sha1(b"".join(np.ascontiguousarray(w).tobytes() for w in weights)).hexdigest()
+print(json.dumps({"rank": rank, "out": str(paths[0]), "loss": [r["loss"] for r in rows], "weights": digest}),
+      flush=True)
 """
 
 
 @pytest.mark.workflow
-def test_two_cpu_workers_train_one_fold_together(demo_workspace, tmp_path):
+def test_two_cpu_workers_train_one_fold_together(demo_workspace, tmp_path, free_port_pair):
     plan_file = tmp_path / "plans.json"
     plan_file.write_text(json.dumps(demo_workspace.plan.to_json()))
     fold = tmp_path / "fold_0"
     outs = _two_workers(TRAIN, str(plan_file), str(demo_workspace.shard_dir), json.dumps(demo_workspace.train_ids),
-                        json.dumps(demo_workspace.val_ids), str(fold), cwd=tmp_path)
+                        json.dumps(demo_workspace.val_ids), str(fold), cwd=tmp_path, port=free_port_pair())
     reports = sorted((json.loads(out.strip().splitlines()[-1]) for out in outs), key=lambda r: r["rank"])
     # One training: the same losses on both workers; worker 0 wrote the fold, worker 1 only scratch.
     assert reports[0]["loss"] == reports[1]["loss"] and len(reports[0]["loss"]) == 2
+    assert reports[0]["weights"] == reports[1]["weights"]  # both workers' models, bit for bit
     assert reports[0]["out"] == str(fold) and reports[1]["out"] != str(fold)
     for name in ("model.keras", "training_log.jsonl", "curves.png"):
         assert (fold / name).is_file(), name
     assert len((fold / "training_log.jsonl").read_text().splitlines()) == 2
     assert not os.path.exists(reports[1]["out"])
+
+
+def test_horovod_workers_one_per_gpu_by_srun_or_horovodrun(tmp_path, monkeypatch):
+    job = tmp_path / "horovod_job.json"
+    python = "/repo/.venv-horovod/bin/python"
+    worker = [python, "-m", "unet.training.multinode", str(job)]
+    # In a SLURM job: one srun task per GPU over all nodes, each with one GPU.
+    assert multinode.horovod_command(job, python, gpus=4, nodes=2, launcher="srun --mpi=pmix", in_slurm=True) == [
+        "srun", "--mpi=pmix", "--nodes=2", "--ntasks=8", "--ntasks-per-node=4", "--kill-on-bad-exit=1", "--label",
+        "--gpus-per-task=1", *worker]
+    # Elsewhere: horovodrun (beside that Python) with Gloo, one process per GPU, at least one.
+    assert multinode.horovod_command(job, python, gpus=2, nodes=1) == [
+        "/repo/.venv-horovod/bin/horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", *worker]
+    assert multinode.horovod_command(job, python, gpus=0, nodes=1)[1:3] == ["-np", "1"]
+    # Horovod's Python: .venv-horovod's where this one has no Horovod, else a clear error.
+    if multinode.find_horovod() is None:
+        with pytest.raises(RuntimeError, match="make horovod-env"):
+            multinode.horovod_python(tmp_path)
+        (tmp_path / ".venv-horovod" / "bin").mkdir(parents=True)
+        (tmp_path / ".venv-horovod" / "bin" / "python").write_text("")
+        assert multinode.horovod_python(tmp_path) == str(tmp_path / ".venv-horovod" / "bin" / "python")
+
+
+def test_a_horovod_rank_is_a_worker_rank(monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.delenv("HOROVOD_RANK", raising=False)
+    assert multinode.worker_rank() == 3
+    monkeypatch.setenv("HOROVOD_RANK", "1")  # horovodrun's processes
+    assert multinode.worker_rank() == 1

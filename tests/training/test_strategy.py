@@ -56,3 +56,30 @@ def test_gpu_workers_get_their_share_of_the_node(monkeypatch):
     slurm_cluster_resolver(gpus=2).cluster_spec()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
 
+
+
+def test_distribution_setting_chooses_the_implementation():
+    import pytest
+
+    from unet.training.distribution import TFDistribution, make_distribution
+
+    auto = make_distribution("auto", gpus=0)
+    assert isinstance(auto, TFDistribution) and (auto.replicas, auto.rank, auto.size) == (1, 0, 1)
+    assert make_distribution("mirrored", gpus=2).replicas == max(1, min(2, len(tf.config.list_logical_devices("GPU"))))
+    with pytest.raises(ValueError, match="train.distribution: mirrored runs on one node"):
+        make_distribution("mirrored", gpus=1, nodes=2)
+    with pytest.raises(ValueError, match="train.distribution: unknown value 'ring'"):
+        make_distribution("ring", gpus=1)
+
+
+def test_horovod_where_it_is_not_installed_says_how_to_get_it():
+    import importlib.util
+
+    import pytest
+
+    from unet.training.distribution import make_distribution
+
+    if importlib.util.find_spec("horovod") is not None:
+        pytest.skip("Horovod is installed in this environment (tests/training/test_distributed.py runs it)")
+    with pytest.raises(RuntimeError, match=r"make horovod-env.*envs/horovod.txt"):
+        make_distribution("horovod", gpus=1)

@@ -1,7 +1,8 @@
-"""A separate virtualenv with nnU-Net v2 (and the CPU build of torch), made on first use.
+"""Pinned virtualenvs for the benchmarks' reference runs, made on first use.
 
-nnU-Net is the measuring stick of the preprocessing and loader benchmarks, never a dependency
-of the package: it lives in its own environment, pinned by envs/nnunet-bench.txt.
+nnU-Net v2 (with the CPU build of torch) is the measuring stick of the preprocessing and loader
+benchmarks, and JAX the second backend of the training benchmark; neither is a dependency of the
+package, so each lives in an environment of its own under .bench/, pinned by a file in envs/.
 """
 
 from __future__ import annotations
@@ -11,25 +12,35 @@ import sys
 import venv
 from pathlib import Path
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "envs" / "nnunet-bench.txt"
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".bench" / "nnunet-venv"
+ROOT = Path(__file__).resolve().parents[2]
+NNUNET_REQUIREMENTS = ROOT / "envs" / "nnunet-bench.txt"
+NNUNET_DIR = ROOT / ".bench" / "nnunet-venv"
 
 
-def nnunet_python(venv_dir: str | Path = DEFAULT_DIR, requirements: str | Path = REQUIREMENTS) -> Path:
-    """Path of the Python interpreter of the nnU-Net virtualenv, creating it when missing.
+def pinned_venv(venv_dir: str | Path, requirements: str | Path, what: str,
+                editable: str | Path | None = None) -> Path:
+    """Path of the Python interpreter of a virtualenv holding `requirements` (and `editable`
+    installed with --no-deps), creating or updating it when needed.
 
     A stamp file holding the requirements text marks a finished install, so an interrupted
     install is redone and a changed pin list reinstalls.
     """
     venv_dir = Path(venv_dir)
-    python = venv_dir / "bin" / "python"
-    stamp = venv_dir / ".installed"
+    python, stamp = venv_dir / "bin" / "python", venv_dir / ".installed"
     wanted = Path(requirements).read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     if not python.exists():
         venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
-    print(f"installing nnU-Net v2 into {venv_dir} (once; about 2 GB)", file=sys.stderr, flush=True)
+    print(f"installing {what} into {venv_dir} (once)", file=sys.stderr, flush=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
+    if editable is not None:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(editable)],
+                       check=True)
     stamp.write_text(wanted)
     return python
+
+
+def nnunet_python(venv_dir: str | Path = NNUNET_DIR, requirements: str | Path = NNUNET_REQUIREMENTS) -> Path:
+    """The nnU-Net v2 virtualenv's interpreter (about 2 GB)."""
+    return pinned_venv(venv_dir, requirements, "nnU-Net v2 and torch (CPU)")

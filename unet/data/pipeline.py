@@ -8,39 +8,60 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from unet.data.sampling import random_mirror, random_patch
+from unet.data.augmentation import AugmentSettings, augmented_patch
+from unet.data.sampling import patch_start, random_patch
 from unet.data.shards import read_cases
 
 CACHE_LIMIT_BYTES = 4 * 2**30  # cache decoded cases in memory below this size
+# Decoded cases the shuffle buffer holds: bounds memory on large datasets (a BraTS case is ~50 MB).
+SHUFFLE_CASES = 64
+BORDER = 1  # zero layers around each cached case: rotated patches read them instead of masking
 
 
 def _shard_bytes(shard_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(shard_dir).glob("*.tfrecord"))
 
 
+def _with_border(item):
+    pad = [[BORDER, BORDER]] * 3
+    return {**item, "image": tf.pad(item["image"], pad + [[0, 0]]), "seg": tf.pad(item["seg"], pad)}
+
+
 def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                      batch_size: int, oversampling: float, seed: int, augment: bool = True,
-                     patches_per_case: int = 4) -> tf.data.Dataset:
-    """Endless batches of (image (B, *patch, C), seg (B, *patch)) patches."""
-    cases = read_cases(shard_dir, case_ids)
+                     patches_per_case: int = 4, elastic: bool = False,
+                     threads: int | None = None) -> tf.data.Dataset:
+    """Endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
+
+    `oversampling` of the patches are centred on a recorded foreground voxel of a random present
+    class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
+    deformation if `elastic`. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
+    Patch i is made from seed (seed, i), so a run is reproducible.
+    """
+    cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
     if _shard_bytes(Path(shard_dir)) < CACHE_LIMIT_BYTES:
         cases = cases.cache()
-    cases = cases.repeat().shuffle(max(1, len(case_ids)), seed=seed)
+    cases = cases.repeat().shuffle(max(1, min(len(case_ids), SHUFFLE_CASES)), seed=seed)
     patch = tuple(int(p) for p in patch_size)
+    settings = AugmentSettings.nnunet(patch, elastic=elastic) if augment else AugmentSettings.off()
 
     def sample(index, item):
-        seed_pair = tf.stack([tf.cast(seed, tf.int64), index])
-        image, seg = random_patch(item["image"], item["seg"], patch, oversampling, seed_pair)
-        if augment:
-            image, seg = random_mirror(image, seg, tf.stack([seed_pair[1], seed_pair[0] + 1]))
-        return image, seg
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 2)
+        start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, oversampling, seeds[0])
+        return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
 
     # Several patches per decoded case amortize reading a whole volume.
     patches = cases.flat_map(lambda item: tf.data.Dataset.from_tensors(item).repeat(patches_per_case))
-    return (patches.enumerate()
-            .map(sample, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE))
+    dataset = (patches.enumerate()
+               .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .batch(batch_size, drop_remainder=True)
+               .prefetch(tf.data.AUTOTUNE))
+    options = tf.data.Options()
+    # One thread per patch: patches run side by side, which beats splitting each op across cores.
+    options.threading.max_intra_op_parallelism = 1
+    if threads:
+        options.threading.private_threadpool_size = int(threads)
+    return dataset.with_options(options)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
@@ -51,7 +72,7 @@ def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_siz
     images, segs = [], []
     for i, item in enumerate(read_cases(shard_dir, case_ids)):
         for j in range(per_case):
-            img, seg = random_patch(item["image"], item["seg"], patch, 0.5,
+            img, seg = random_patch(item["image"], item["seg"], item["fg"], patch, 0.5,
                                     tf.constant([seed + 7919, i * 1000 + j], tf.int64))
             images.append(img.numpy())
             segs.append(seg.numpy())

@@ -1,4 +1,10 @@
-"""Random patches with foreground oversampling, and mirroring: tf ops, run inside tf.data."""
+"""Where a patch comes from: foreground oversampling from recorded locations, and zero-padded crops.
+
+TensorFlow ops, run inside tf.data. A patch's place is its `start` corner in voxel coordinates of
+the case; it may lie partly outside the volume when the volume is smaller than the patch (then the
+volume sits centred in the patch, the rest is zero padding), never otherwise: a patch centred on
+a foreground voxel is shifted back inside, as before (nnU-Net lets it hang over the upper border).
+"""
 
 from __future__ import annotations
 
@@ -7,47 +13,71 @@ from typing import Sequence
 import tensorflow as tf
 
 
-def _pad_to(image, seg, patch_size):
-    shape = tf.shape(seg)
-    pad = tf.maximum(tf.constant(patch_size) - shape, 0)
-    before = pad // 2
-    paddings = tf.stack([before, pad - before], axis=1)
-    image = tf.pad(image, tf.concat([paddings, [[0, 0]]], axis=0))
-    return image, tf.pad(seg, paddings)
+def crop(volume, start, size):
+    """`volume[start:start + size]` over the first three axes, zero where it lies outside.
+
+    `start` may be negative or beyond the volume; only the overlapping part is copied.
+    """
+    start = tf.cast(start, tf.int32)
+    size = tf.cast(size, tf.int32)
+    shape = tf.shape(volume)[:3]
+    lo = tf.clip_by_value(start, 0, shape)
+    hi = tf.clip_by_value(start + size, lo, shape)
+    extra = tf.rank(volume) - 3  # the channel axis of an image, none for a seg
+    piece = tf.slice(volume, tf.concat([lo, tf.zeros([extra], tf.int32)], 0),
+                     tf.concat([hi - lo, -tf.ones([extra], tf.int32)], 0))
+    before = tf.clip_by_value(lo - start, 0, size)  # all of it when the patch misses the volume
+    after = size - (hi - lo) - before
+    paddings = tf.concat([tf.stack([before, after], axis=1), tf.zeros([extra, 2], tf.int32)], 0)
+    return tf.pad(piece, paddings)
 
 
-def random_patch(image, seg, patch_size: Sequence[int], foreground_probability: float, seed):
-    """Crop one patch; with `foreground_probability` it is centred on a random foreground voxel.
+def _start_range(shape, patch):
+    """Inclusive range of start corners: inside the volume, or centred when it is smaller."""
+    pad = tf.maximum(patch - shape, 0)
+    low = -(pad // 2)
+    return low, low + tf.maximum(shape - patch, 0)
 
+
+def foreground_voxel(locations, seed):
+    """A recorded location of a class drawn uniformly among the classes present, as (x, y, z).
+
+    `locations` is (N, 4) int32, rows (class index, x, y, z), N > 0. Works on the N rows only,
+    never on the volume.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    classes, which = tf.unique(locations[:, 0])
+    pick_class = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(classes)[0], dtype=tf.int32)
+    rows = tf.reshape(tf.where(tf.equal(which, pick_class)), [-1])
+    pick_row = tf.random.stateless_uniform([], seeds[1], 0, tf.shape(rows)[0], dtype=tf.int32)
+    return locations[rows[pick_row], 1:]
+
+
+def patch_start(shape, locations, patch_size: Sequence[int], foreground_probability: float, seed):
+    """Start corner (3,) int32 of a patch in a volume of spatial `shape`.
+
+    With `foreground_probability` (and when the case has foreground) the patch is centred on a
+    foreground voxel of a random present class, shifted inside the volume; otherwise uniform.
     `seed` is a shape-(2,) int tensor for the stateless random ops, so a patch is reproducible.
     """
-    image, seg = _pad_to(image, seg, patch_size)
-    patch = tf.constant(patch_size)
-    shape = tf.shape(seg)
-    room = shape - patch  # >= 0 after padding
+    shape = tf.cast(shape, tf.int32)[:3]
+    patch = tf.constant(patch_size, tf.int32)
+    low, high = _start_range(shape, patch)
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    uniform_start = tf.cast(tf.floor(tf.random.stateless_uniform([3], seeds[0]) *
-                                     tf.cast(room + 1, tf.float32)), tf.int32)
-    foreground = tf.where(seg > 0)
+    uniform = tf.random.stateless_uniform([3], seeds[0], dtype=tf.float32)
+    uniform_start = low + tf.minimum(tf.cast(tf.floor(uniform * tf.cast(high - low + 1, tf.float32)), tf.int32),
+                                     high - low)
     want_fg = tf.random.stateless_uniform([], seeds[1]) < foreground_probability
-    has_fg = tf.shape(foreground)[0] > 0
+    has_fg = tf.shape(locations)[0] > 0
 
-    def centred_start():
-        pick = tf.random.stateless_uniform([], seeds[2], 0, tf.shape(foreground)[0], dtype=tf.int32)
-        centre = tf.cast(foreground[pick], tf.int32)
-        return tf.clip_by_value(centre - patch // 2, 0, room)
+    def centred():
+        voxel = foreground_voxel(locations, seeds[2])
+        return tf.clip_by_value(voxel - patch // 2, low, high)
 
-    start = tf.cond(tf.logical_and(want_fg, has_fg), centred_start, lambda: uniform_start)
-    image_patch = tf.slice(image, tf.concat([start, [0]], 0), tf.concat([patch, [-1]], 0))
-    seg_patch = tf.slice(seg, start, patch)
-    return image_patch, seg_patch
+    return tf.cond(tf.logical_and(want_fg, has_fg), centred, lambda: uniform_start)
 
 
-def random_mirror(image, seg, seed, probability: float = 0.5):
-    """Flip each spatial axis independently with `probability`."""
-    flips = tf.random.stateless_uniform([3], seed) < probability
-    for axis in range(3):
-        image, seg = tf.cond(flips[axis],
-                             lambda i=image, s=seg, a=axis: (tf.reverse(i, [a]), tf.reverse(s, [a])),
-                             lambda i=image, s=seg: (i, s))
-    return image, seg
+def random_patch(image, seg, locations, patch_size: Sequence[int], foreground_probability: float, seed):
+    """A plain (unaugmented) patch of image (X, Y, Z, C) and seg (X, Y, Z), placed by `patch_start`."""
+    start = patch_start(tf.shape(seg), locations, patch_size, foreground_probability, seed)
+    return crop(image, start, patch_size), crop(seg, start, patch_size)

@@ -1,7 +1,10 @@
 """TFRecord shards of preprocessed cases, and the tf.data reader over them.
 
-One record per case: id, image (X, Y, Z, C) float32 and label (X, Y, Z) uint8 as serialized
-tensors. `index.json` lists which case sits in which shard, so a fold reads only its shards.
+One record per case: id, image (X, Y, Z, C) float32, label (X, Y, Z) uint8 and foreground
+locations (N, 4) int32, rows (class index, x, y, z), as serialized tensors. The locations come
+from preprocess's `{case}_fg.npy` (up to LOCATIONS_CAP rows per present class), or are sampled
+from the seg here with the same contract when that file is missing. `index.json` lists which case
+sits in which shard, so a fold reads only its shards.
 """
 
 from __future__ import annotations
@@ -17,23 +20,63 @@ from unet.io.atomic import atomic_path, load_npy, read_json, write_json
 
 INDEX = "index.json"
 TARGET_SHARD_BYTES = 256 * 2**20
+LOCATIONS_CAP = 10000  # recorded locations per foreground class, as nnU-Net
+FORMAT = 2  # 2: records carry foreground locations
+
+
+def locations_from_seg(seg: np.ndarray, seed: int = 0, cap: int = LOCATIONS_CAP) -> np.ndarray:
+    """Up to `cap` random voxels per foreground class present in `seg`: int32 (N, 4) rows
+    (class index, x, y, z), classes ascending; (0, 4) without foreground.
+
+    Fallback for cases whose preprocess wrote no `{case}_fg.npy` (same contract as
+    unet.preprocessing.locations.foreground_locations).
+    """
+    rng = np.random.default_rng(seed)
+    flat = seg.reshape(-1)
+    fg = np.flatnonzero(flat)
+    rows = [np.zeros((0, 4), np.int32)]
+    if fg.size:
+        labels = flat[fg]
+        for value in np.unique(labels):
+            where = fg[labels == value]
+            if where.size > cap:
+                where = np.sort(rng.choice(where, cap, replace=False))
+            xyz = np.stack(np.unravel_index(where, seg.shape), axis=1)
+            rows.append(np.concatenate([np.full((len(xyz), 1), value), xyz], axis=1).astype(np.int32))
+    return np.concatenate(rows, axis=0)
+
+
+def load_locations(preprocessed_dir: Path, case_id: str, seg: np.ndarray) -> np.ndarray:
+    """The case's recorded foreground locations, checked; computed from `seg` if none were written."""
+    path = preprocessed_dir / f"{case_id}_fg.npy"
+    if not path.exists():
+        return locations_from_seg(seg)
+    locations = load_npy(path)
+    if locations.ndim != 2 or locations.shape[1] != 4 or not np.issubdtype(locations.dtype, np.integer):
+        raise ValueError(f"{path}: expected integer foreground locations of shape (N, 4), "
+                         f"got {locations.dtype} {locations.shape}; rerun preprocess for this case")
+    if len(locations) and (np.any(locations[:, 1:] < 0) or np.any(locations[:, 1:] >= np.array(seg.shape))):
+        raise ValueError(f"{path}: locations outside the case's grid {seg.shape}; rerun preprocess for this case")
+    return locations.astype(np.int32)
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def _example(case_id: str, image: np.ndarray, seg: np.ndarray) -> bytes:
+def _example(case_id: str, image: np.ndarray, seg: np.ndarray, locations: np.ndarray) -> bytes:
     features = {
         "case": _bytes_feature(case_id.encode()),
         "image": _bytes_feature(tf.io.serialize_tensor(image.astype(np.float32)).numpy()),
         "seg": _bytes_feature(tf.io.serialize_tensor(seg.astype(np.uint8)).numpy()),
+        "fg": _bytes_feature(tf.io.serialize_tensor(locations.astype(np.int32)).numpy()),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
 def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path) -> dict:
-    """Pack the training cases (those with a _seg.npy) into shards of about TARGET_SHARD_BYTES."""
+    """Pack the training cases (those with a _seg.npy) into shards of about TARGET_SHARD_BYTES,
+    with each case's foreground locations (`{case}_fg.npy`, or sampled from the seg if missing)."""
     preprocessed_dir, out_dir = Path(preprocessed_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: list[list[str]] = [[]]
@@ -45,18 +88,24 @@ def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir:
             size = 0
         groups[-1].append(cid)
         size += nbytes
-    shards = []
+    shards, computed = [], []
     progress = tqdm(total=len(case_ids), desc="shard", unit="case")
     for number, group in enumerate(groups):
         name = f"shard_{number:04d}.tfrecord"
         with atomic_path(out_dir / name, suffix=".tfrecord") as tmp, tf.io.TFRecordWriter(str(tmp)) as w:
             for cid in group:
-                w.write(_example(cid, load_npy(preprocessed_dir / f"{cid}.npy"),
-                                 load_npy(preprocessed_dir / f"{cid}_seg.npy")))
+                seg = load_npy(preprocessed_dir / f"{cid}_seg.npy")
+                if not (preprocessed_dir / f"{cid}_fg.npy").exists():
+                    computed.append(cid)
+                w.write(_example(cid, load_npy(preprocessed_dir / f"{cid}.npy"), seg,
+                                 load_locations(preprocessed_dir, cid, seg)))
                 progress.update()
         shards.append({"file": name, "cases": group})
     progress.close()
-    index = {"shards": shards}
+    if computed:
+        print(f"no _fg.npy for {len(computed)} case(s) ({', '.join(computed[:5])}"
+              f"{', ...' if len(computed) > 5 else ''}): foreground locations sampled from the seg")
+    index = {"format": FORMAT, "shards": shards}
     write_json(out_dir / INDEX, index)
     return index
 
@@ -66,16 +115,22 @@ def _parse(record):
         "case": tf.io.FixedLenFeature([], tf.string),
         "image": tf.io.FixedLenFeature([], tf.string),
         "seg": tf.io.FixedLenFeature([], tf.string),
+        "fg": tf.io.FixedLenFeature([], tf.string),
     })
-    return {"case": parsed["case"],
-            "image": tf.io.parse_tensor(parsed["image"], tf.float32),
-            "seg": tf.io.parse_tensor(parsed["seg"], tf.uint8)}
+    image = tf.io.parse_tensor(parsed["image"], tf.float32)
+    seg = tf.io.parse_tensor(parsed["seg"], tf.uint8)
+    fg = tf.io.parse_tensor(parsed["fg"], tf.int32)
+    return {"case": parsed["case"], "image": tf.ensure_shape(image, [None, None, None, None]),
+            "seg": tf.ensure_shape(seg, [None, None, None]), "fg": tf.ensure_shape(fg, [None, 4])}
 
 
 def read_cases(shard_dir: str | Path, case_ids: Sequence[str]) -> tf.data.Dataset:
-    """Dataset of {"case", "image", "seg"} for the listed cases, in shard order."""
+    """Dataset of {"case", "image", "seg", "fg"} for the listed cases, in shard order."""
     shard_dir = Path(shard_dir)
     index = read_json(shard_dir / INDEX)
+    if index.get("format", 1) < FORMAT:
+        raise ValueError(f"{shard_dir / INDEX}: shards written without foreground locations "
+                         f"(format {index.get('format', 1)}, need {FORMAT}); rerun the shard rule")
     wanted = set(case_ids)
     missing = wanted - {c for s in index["shards"] for c in s["cases"]}
     if missing:

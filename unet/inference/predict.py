@@ -13,6 +13,7 @@ from tqdm import tqdm
 from unet.config import settings_from
 from unet.io.atomic import atomic_path, load_npy
 from unet.io.nifti import save_nifti
+from unet.inference.regions import Regions, check_regions, region_membership_table, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
 from unet.inference.sliding_window import sliding_window_inference
@@ -32,6 +33,9 @@ class PredictSettings:
     tta: bool = False
     batch_size: int = 2
     save_probabilities: bool = False   # also write {case}.npz beside each {case}.nii.gz
+    # Region-trained models (resolved, {name: [label values]}, in the models' channel order):
+    # sigmoid probabilities per region, painted into labels by `unet.inference.regions`.
+    regions: dict | None = None
 
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
@@ -51,8 +55,8 @@ def _mirrorings(batch_ndim: int) -> list[tuple[int, ...]]:
 
 
 def ensemble_predictor(models: Sequence, tta: bool = False) -> Predictor:
-    """Average of the models' softmax outputs; with `tta`, also over all mirrorings of the
-    spatial axes (8 for a 3D batch (B, X, Y, Z, C), 4 for a 2D one)."""
+    """Average of the models' probabilities (softmax, or sigmoid per region); with `tta`, also
+    over all mirrorings of the spatial axes (8 for a 3D batch (B, X, Y, Z, C), 4 for a 2D one)."""
 
     def predict(batch: np.ndarray) -> np.ndarray:
         flip_sets = _mirrorings(batch.ndim) if tta else [()]
@@ -88,12 +92,21 @@ def raw_inputs(cases: Sequence[Case], plan: Plan) -> Iterator[CaseInput]:
         yield case.id, image, geometry
 
 
-def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int]) -> None:
+def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int],
+                       regions: Regions | None = None) -> None:
     """Write `probabilities` (K, X, Y, Z) and the `label_values` of its K classes as a compressed
-    NPZ, atomically. Kept in float32 so that its argmax is exactly the written label map."""
+    NPZ, atomically. Kept in float32 so that its argmax is exactly the written label map.
+
+    With `regions`, the K channels are the regions' sigmoid probabilities: `label_values` are then
+    all the dataset's values, `region_names` (K,) name the channels and `region_membership`
+    (K, len(label_values)) tells which values each region holds."""
+    arrays = {"probabilities": np.asarray(probabilities, dtype=np.float32),
+              "label_values": np.asarray(label_values, dtype=np.int64)}
+    if regions is not None:
+        arrays["region_names"] = np.asarray(list(regions), dtype=str)
+        arrays["region_membership"] = region_membership_table(regions, label_values)
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, probabilities=np.asarray(probabilities, dtype=np.float32),
-                            label_values=np.asarray(label_values, dtype=np.int64))
+        np.savez_compressed(tmp, **arrays)
 
 
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
@@ -101,16 +114,22 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
                       settings: PredictSettings) -> list[Path]:
     """Write {out_dir}/{case}.nii.gz per case (the raw image's shape and affine, dataset label
     values) and, with `settings.save_probabilities`, {out_dir}/{case}.npz (see
-    `unet.inference.restore.probabilities_from_cropped`)."""
+    `unet.inference.restore.probabilities_from_cropped`). With `settings.regions` the predictor's
+    channels are region probabilities, turned into labels by `unet.inference.regions`."""
+    regions = settings.regions
+    if regions is not None:
+        check_regions(regions, label_values, where="predict regions")
+        region_order(regions)  # non-nested regions fail here, before any case is predicted
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
         cropped = probabilities_to_cropped(predict_case(predictor, image, patch_size, settings), geometry)
         if settings.save_probabilities:
-            save_probabilities(Path(out_dir) / f"{cid}.npz", probabilities_from_cropped(cropped, geometry),
-                               label_values)
+            save_probabilities(Path(out_dir) / f"{cid}.npz",
+                               probabilities_from_cropped(cropped, geometry, regions=regions is not None),
+                               label_values, regions)
         path = Path(out_dir) / f"{cid}.nii.gz"
-        save_nifti(path, labels_from_cropped(cropped, geometry, label_values), geometry.raw_affine)
+        save_nifti(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine)
         written.append(path)
     return written
 
@@ -120,7 +139,8 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
                   settings: PredictSettings) -> list[Path]:
     """`write_predictions` with the saved Keras models at `model_paths`.
 
-    With several models (folds), their probabilities are averaged before the argmax.
+    With several models (folds), their probabilities are averaged before the argmax (or, with
+    `settings.regions`, before the regions are thresholded).
     """
     predictor = ensemble_predictor(load_models(model_paths), settings.tta)
     return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings)

@@ -1,10 +1,20 @@
-"""Dice + cross-entropy on softmax probabilities (keras.ops only)."""
+"""Losses and validation counts (keras.ops only).
+
+Softmax outputs: Dice + cross-entropy over classes. Region outputs (one sigmoid channel per
+region, nnU-Net's DC_and_BCE): binary cross-entropy + soft Dice over the regions. Deep
+supervision: the loss of every output against the class-index map downsampled to its
+resolution, weighted (`deep_supervision_weights`).
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import numpy as np
 from keras import ops
 
 EPS = 1e-5
+LOG_FLOOR = 1e-7  # probabilities are clipped to [LOG_FLOOR, 1 - LOG_FLOOR] inside logarithms
 
 
 def soft_dice(onehot, probs, include_background: bool = False, batch_dice: bool = False):
@@ -23,14 +33,84 @@ def dice_ce_loss(labels, probs, batch_dice: bool = False):
     """labels: integer class indices (B, *spatial); probs: (B, *spatial, K) float32."""
     probs = ops.cast(probs, "float32")
     onehot = ops.one_hot(ops.cast(labels, "int32"), probs.shape[-1], dtype="float32")
-    ce = -ops.mean(ops.sum(onehot * ops.log(ops.clip(probs, 1e-7, 1.0)), axis=-1))
+    ce = -ops.mean(ops.sum(onehot * ops.log(ops.clip(probs, LOG_FLOOR, 1.0)), axis=-1))
     return ce + (1.0 - soft_dice(onehot, probs, batch_dice=batch_dice))
+
+
+def region_membership(label_values: Sequence[int], regions: Sequence[Sequence[int]]) -> np.ndarray:
+    """(K, R) float32: 1 where class index k's label value belongs to region r."""
+    return np.array([[float(value in set(region)) for region in regions] for value in label_values],
+                    dtype=np.float32)
+
+
+def region_targets(labels, membership):
+    """(B, *spatial, R) float32 region masks of integer class indices `labels` (B, *spatial),
+    given the (K, R) `membership` of `region_membership`."""
+    return ops.take(ops.convert_to_tensor(membership, dtype="float32"), ops.cast(labels, "int32"), axis=0)
+
+
+def region_dice_bce_loss(targets, probs, batch_dice: bool = False):
+    """Binary cross-entropy (mean over voxels and regions) + 1 - soft Dice over all regions.
+
+    targets: (B, *spatial, R) region masks; probs: (B, *spatial, R) sigmoid probabilities."""
+    probs = ops.cast(probs, "float32")
+    targets = ops.cast(targets, "float32")
+    p = ops.clip(probs, LOG_FLOOR, 1.0 - LOG_FLOOR)
+    bce = -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))
+    # Every region is foreground: nnU-Net's do_bg=True for region training.
+    return bce + (1.0 - soft_dice(targets, probs, include_background=True, batch_dice=batch_dice))
 
 
 def confusion_counts(labels, probs, num_classes: int):
     """True positives, false positives, false negatives per class (K,) of the argmax prediction."""
     pred = ops.one_hot(ops.argmax(probs, axis=-1), num_classes, dtype="float32")
     ref = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    return _counts(pred, ref)
+
+
+def region_confusion_counts(targets, probs, threshold: float = 0.5):
+    """True positives, false positives, false negatives per region (R,) of `probs > threshold`."""
+    pred = ops.cast(ops.greater(ops.cast(probs, "float32"), threshold), "float32")
+    return _counts(pred, ops.cast(targets, "float32"))
+
+
+def _counts(pred, ref):
     axes = tuple(range(len(pred.shape) - 1))
     tp = ops.sum(pred * ref, axis=axes)
     return tp, ops.sum(pred, axis=axes) - tp, ops.sum(ref, axis=axes) - tp
+
+
+# -- deep supervision ------------------------------------------------------------------------
+
+def deep_supervision_weights(n_outputs: int) -> np.ndarray:
+    """nnU-Net's weights: halving per level (1, 1/2, 1/4, ...), the lowest-resolution output's
+    set to 0, normalized to sum 1. A single output keeps weight 1."""
+    if n_outputs < 1:
+        raise ValueError(f"deep supervision needs at least one output, got {n_outputs}")
+    weights = np.array([0.5 ** i for i in range(n_outputs)], dtype=np.float64)
+    if n_outputs > 1:
+        weights[-1] = 0.0
+    return weights / weights.sum()
+
+
+def downsample_labels(labels, stride: Sequence[int]):
+    """Nearest-neighbour downsampling of class-index maps (B, *spatial) by strided slicing:
+    the first voxel of every `stride` block, the grid the strided convolutions sample."""
+    if all(int(s) == 1 for s in stride):
+        return labels
+    return labels[(slice(None),) + tuple(slice(None, None, int(s)) for s in stride)]
+
+
+def deep_supervision_loss(loss_fn: Callable, labels, outputs: Sequence, strides: Sequence[Sequence[int]],
+                          weights: Sequence[float]):
+    """sum_l weights[l] * loss_fn(labels downsampled by strides[l], outputs[l]).
+
+    Zero-weighted outputs stay in the sum (times 0), so every head's weights get a (zero)
+    gradient rather than none."""
+    if not (len(outputs) == len(strides) == len(weights)):
+        raise ValueError(f"deep supervision: {len(outputs)} outputs, {len(strides)} strides and "
+                         f"{len(weights)} weights must match")
+    total = 0.0
+    for output, stride, weight in zip(outputs, strides, weights):
+        total = total + float(weight) * loss_fn(downsample_labels(labels, stride), output)
+    return total

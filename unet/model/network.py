@@ -1,8 +1,12 @@
 """A U-Net built from the plan's per-level lists (filters, strides, kernels).
 
 Each level: two conv -> instance norm -> LeakyReLU blocks, the first strided to downsample.
-Up path: transposed convolution, skip concatenation, two blocks. Softmax head in float32,
+Up path: transposed convolution, skip concatenation, two blocks. The head is a 1x1 convolution
+with a softmax over the classes, or a sigmoid per channel for region-based training, in float32,
 so mixed precision keeps the probabilities and the loss in full precision.
+
+With deep supervision (nnU-Net's) every decoder level also gets a head: outputs at every
+resolution but the bottleneck's, full resolution first.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import layers
+
+ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def _conv_layer(dim: int):
@@ -29,14 +36,35 @@ def _block(x, filters: int, kernel, stride, name: str):
     return layers.LeakyReLU(negative_slope=0.01, name=f"{name}_act")(x)
 
 
-def build_unet(num_channels: int, num_classes: int, filters: Sequence[int],
+def _head(x, num_outputs: int, activation: str, level: int):
+    """1x1 convolution + activation; level 0's layers keep the names saved models have."""
+    suffix = "" if level == 0 else f"_ds{level}"
+    logits = _conv_layer(len(x.shape) - 2)(num_outputs, 1, name=f"head{suffix}")(x)
+    return layers.Activation(activation, dtype="float32", name=f"probabilities{suffix}")(logits)
+
+
+def output_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Cumulative stride of each deep-supervision output relative to the input: level 0 (full
+    resolution) to the level above the bottleneck."""
+    cumulative = np.cumprod(np.asarray(strides, dtype=int), axis=0)[:-1]
+    return [tuple(int(s) for s in level) for level in cumulative]
+
+
+def build_unet(num_channels: int, num_outputs: int, filters: Sequence[int],
                strides: Sequence[Sequence[int]], kernels: Sequence[Sequence[int]],
+               deep_supervision: bool = False, activation: str = "softmax",
                name: str = "unet") -> keras.Model:
-    """Functional U-Net; the input's spatial size is left open so whole volumes or patches fit."""
+    """Functional U-Net; the input's spatial size is left open so whole volumes or patches fit.
+
+    One (B, *spatial, num_outputs) output, or with `deep_supervision` a list of one per decoder
+    level, full resolution first, level l downsampled by `output_strides(strides)[l]`.
+    """
     dim = len(strides[0])
     if not (len(filters) == len(strides) == len(kernels)):
         raise ValueError(f"filters, strides and kernels need one entry per level; got "
                          f"{len(filters)}, {len(strides)}, {len(kernels)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     inputs = keras.Input(shape=(None,) * dim + (num_channels,), name="image")
     x = inputs
     skips = []
@@ -44,17 +72,26 @@ def build_unet(num_channels: int, num_classes: int, filters: Sequence[int],
         x = _block(x, f, k, s, f"enc{level}a")
         x = _block(x, f, k, 1, f"enc{level}b")
         skips.append(x)
+    outputs = {}
     for level in range(len(filters) - 2, -1, -1):
         up = strides[level + 1]
         x = _transpose_layer(dim)(filters[level], up, strides=up, use_bias=False, name=f"up{level}")(x)
         x = layers.Concatenate(axis=-1, name=f"skip{level}")([x, skips[level]])
         x = _block(x, filters[level], kernels[level], 1, f"dec{level}a")
         x = _block(x, filters[level], kernels[level], 1, f"dec{level}b")
-    logits = _conv_layer(dim)(num_classes, 1, name="head")(x)
-    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probs, name=name)
+        if deep_supervision or level == 0:
+            outputs[level] = _head(x, num_outputs, activation, level)
+    if len(filters) == 1:  # no decoder: the head sits on the encoder
+        outputs[0] = _head(x, num_outputs, activation, 0)
+    if not deep_supervision:
+        return keras.Model(inputs, outputs[0], name=name)
+    return keras.Model(inputs, [outputs[level] for level in sorted(outputs)], name=name)
 
 
-def build_from_plan(plan) -> keras.Model:
-    """The network `plan` (a `unet.preprocessing.planning.Plan`) describes."""
-    return build_unet(plan.num_channels, plan.num_classes, plan.filters, plan.strides, plan.kernels)
+def build_from_plan(plan, deep_supervision: bool = False, num_outputs: int | None = None,
+                    activation: str = "softmax") -> keras.Model:
+    """The network `plan` (a `unet.preprocessing.planning.Plan`) describes; `num_outputs`
+    defaults to the plan's classes (regions: one channel per region, with "sigmoid")."""
+    return build_unet(plan.num_channels, plan.num_classes if num_outputs is None else num_outputs,
+                      plan.filters, plan.strides, plan.kernels, deep_supervision=deep_supervision,
+                      activation=activation)

@@ -18,7 +18,13 @@ def plot_training_curves(log: list[dict], path: str | Path) -> None:
     ax_loss.plot(epochs, [row["loss"] for row in log], label="training loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("Dice + CE loss")
-    ax_loss.legend()
+    # The schedule on a second axis: warm-up and decay show where the loss curve bends.
+    ax_lr = ax_loss.twinx()
+    ax_lr.plot(epochs, [row["learning_rate"] for row in log], "C1--", label="learning rate")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_ylim(bottom=0)
+    handles = ax_loss.get_legend_handles_labels()[0] + ax_lr.get_legend_handles_labels()[0]
+    ax_loss.legend(handles, [h.get_label() for h in handles])
     labels = list(log[0]["val_dice"]) if log else []
     for name in labels:
         ax_dice.plot(epochs, [row["val_dice"][name] for row in log], alpha=0.6, label=name)

@@ -1,4 +1,4 @@
-"""The custom training loop: `tf.GradientTape` steps under a tf.distribute strategy.
+"""The custom training loop: `tf.GradientTape` steps under a tf.distribute strategy or Horovod.
 
 A custom loop rather than `model.fit`, because `fit` under MultiWorkerMirroredStrategy is
 broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop.
@@ -24,10 +24,11 @@ from unet.data.pipeline import training_dataset, validation_patches
 from unet.io.atomic import atomic_path
 from unet.preprocessing.planning import Plan
 from unet.training.curves import plot_training_curves
+from unet.training.distribution import apply_without_all_reduce, make_distribution
 from unet.training.objective import Objective
 from unet.training.schedules import learning_rate
 from unet.training.settings import TrainSettings
-from unet.training.strategy import make_strategy
+from unet.training.steps import make_train_step, needs_loss_scaling, set_precision, with_xla_fallback
 
 log = logging.getLogger(__name__)
 EMA_DECAY = 0.9  # nnU-Net's smoothing of the per-epoch validation Dice
@@ -43,7 +44,12 @@ def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
         opt = keras.optimizers.SGD(settings.learning_rate, momentum=0.99, nesterov=True)
     else:
         raise ValueError(f"config train.optimizer: unknown optimizer {settings.optimizer!r} (adam, adamw, sgd)")
-    return keras.optimizers.LossScaleOptimizer(opt) if settings.amp else opt
+    return keras.optimizers.LossScaleOptimizer(opt) if needs_loss_scaling(settings.amp) else opt
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 31-bit seed for one epoch's data and random ops, from (seed, epoch) alone."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] >> 1)
 
 
 class FoldTrainer:
@@ -61,13 +67,13 @@ class FoldTrainer:
     def _build(self):
         s = self.settings
         keras.utils.set_random_seed(s.seed)
-        if s.amp:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        self.strategy = make_strategy(s.gpus, s.nodes)
-        self.replicas = self.strategy.num_replicas_in_sync
-        with self.strategy.scope():
+        set_precision(s.amp)
+        self.distribution = make_distribution(s.distribution, s.gpus, s.nodes)
+        self.replicas = self.distribution.replicas
+        with self.distribution.scope():
             self.model = self.objective.build_model()
-            self.optimizer = make_optimizer(s)
+            # Gradients reach the optimizer averaged over replicas (Distribution.all_reduce_mean).
+            self.optimizer = apply_without_all_reduce(make_optimizer(s))
             # Creating the optimizer's slots now lets a checkpoint restore them immediately.
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -92,30 +98,13 @@ class FoldTrainer:
         return []
 
     def _steps(self):
-        model, optimizer, replicas, amp = self.model, self.optimizer, self.replicas, self.settings.amp
-        objective = self.objective
+        model, optimizer, objective = self.model, self.optimizer, self.objective
         inference_model = objective.inference_model(model)
-
-        @tf.function(jit_compile=self.settings.xla)
-        def forward_backward(images, segs):
-            with tf.GradientTape() as tape:
-                outputs = model(images, training=True)
-                loss = objective.loss(segs, outputs)
-                # Gradients are summed across replicas, so each replica scales its share.
-                scaled = loss / replicas
-                if amp:
-                    scaled = optimizer.scale_loss(scaled)
-            return loss, tape.gradient(scaled, model.trainable_variables)
-
-        def replica_step(images, segs):
-            loss, grads = forward_backward(images, segs)
-            optimizer.apply(grads, model.trainable_variables)
-            return loss
-
-        @tf.function
-        def train_step(batch):
-            per_replica = self.strategy.run(replica_step, args=batch)
-            return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        # After a restore: every replica starts from rank 0's weights and optimizer state.
+        self.distribution.broadcast([*model.variables, *optimizer.variables])
+        train_step = with_xla_fallback(
+            lambda jit: make_train_step(model, optimizer, objective.loss, self.distribution, jit_compile=jit),
+            self.settings.xla)
 
         @tf.function
         def predict(images):
@@ -137,20 +126,21 @@ class FoldTrainer:
     def run(self) -> list[dict]:
         s, plan = self.settings, self.plan
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if s.deterministic:
+            # Process-wide and irreversible: every op then picks a deterministic kernel (or fails).
+            tf.config.experimental.enable_op_determinism()
         self._build()
         rows = self._restore_or_reset()
         train_step, predict = self._steps()
         global_batch = plan.batch_size * self.replicas
-        dataset = training_dataset(self.shard_dir, self.train_ids, plan.patch_size, global_batch,
-                                   s.oversampling, s.seed + int(self.epoch.numpy()), s.augment)
-        batches = iter(self.strategy.experimental_distribute_dataset(dataset))
         val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
                                                   s.validation_patches, s.seed)
         writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
 
         for epoch in range(int(self.epoch.numpy()), s.epochs):
-            lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs)
+            lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs, s.warmup_epochs)
             self.optimizer.learning_rate.assign(lr)
+            batches = self._epoch_batches(epoch, global_batch)
             start, losses = time.perf_counter(), []
             bar = tqdm(range(s.steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False,
                        mininterval=1.0)
@@ -174,15 +164,30 @@ class FoldTrainer:
             self.epoch.assign(epoch + 1)
             self.manager.save(checkpoint_number=epoch + 1)
             with writer.as_default(step=epoch):
-                for key in ("loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s"):
+                for key in ("loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s",
+                            "epoch_time_s"):
                     tf.summary.scalar(key, row[key])
                 for name, value in dice.items():
                     tf.summary.scalar(f"val_dice/{name}", value)
+            writer.flush()  # a killed run keeps the events of the epochs its checkpoint holds
             print(f"epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.4f}, val Dice "
                   + ", ".join(f"{n} {v:.3f}" for n, v in dice.items())
                   + f", EMA {ema:.3f}, {row['patches_per_s']:.1f} patches/s", flush=True)
         writer.close()
         return rows
+
+    def _epoch_batches(self, epoch: int, global_batch: int):
+        """This epoch's batches, a function of (seed, epoch) only: a run resumed at `epoch` draws
+        the same patches, in the same order, as one that was never interrupted."""
+        s, plan = self.settings, self.plan
+        seed = epoch_seed(s.seed, epoch)
+        keras.utils.set_random_seed(seed)  # any other randomness (Python, NumPy, TF ops) too
+        # The distribution sizes the batches (global or per process) and seeds each process's share.
+        return self.distribution.batches(
+            lambda batch, shard_seed: training_dataset(self.shard_dir, self.train_ids, plan.patch_size, batch,
+                                                       s.oversampling, shard_seed, s.augment,
+                                                       elastic=s.elastic),
+            plan.batch_size, seed)
 
     def _save_weights(self, path: Path) -> None:
         with atomic_path(path, suffix=".weights.h5") as tmp:

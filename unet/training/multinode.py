@@ -30,7 +30,8 @@ def is_worker(argv: Sequence[str]) -> bool:
 
 
 def worker_rank() -> int:
-    return int(os.environ.get("SLURM_PROCID", "0"))
+    """This process's rank: Horovod's (horovodrun sets HOROVOD_RANK) or the srun task's."""
+    return int(os.environ.get("HOROVOD_RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def srun_command(script: str, nodes: int, gpus: int, cpus: int, launcher: str = "srun") -> list[str]:
@@ -68,3 +69,61 @@ def worker_outputs(out_dir: str | os.PathLike, model_path: str | os.PathLike, cu
             if (Path(out_dir) / "training_log.jsonl").is_file():
                 shutil.copy(Path(out_dir) / "training_log.jsonl", scratch / "training_log.jsonl")
         yield scratch, scratch / Path(model_path).name, None
+
+
+# -- Horovod ---------------------------------------------------------------------------------------
+# train.distribution: horovod. Horovod lives in its own environment (.venv-horovod, TensorFlow 2.15,
+# no Snakemake: `make horovod-env`), so the workers do not rerun the rule's script: the script writes
+# the fold's arguments to a JSON job file and starts `python -m unet.training.multinode JOB` in that
+# environment, one process per GPU: with srun (one task per GPU) inside a SLURM job, else horovodrun.
+
+def find_horovod():
+    """Horovod's module spec in this Python, or None (without importing TensorFlow)."""
+    import importlib.util
+
+    return importlib.util.find_spec("horovod")
+
+
+def horovod_python(repo: str | os.PathLike = ".") -> str:
+    """A Python that can import Horovod: this one, else `repo`/.venv-horovod's."""
+    if find_horovod() is not None:
+        return sys.executable
+    venv = Path(repo) / ".venv-horovod" / "bin" / "python"
+    if venv.is_file():
+        return str(venv.absolute())
+    raise RuntimeError("config train.distribution: horovod needs Horovod, which neither this Python nor "
+                       f"{venv} has: run `make horovod-env` (pins in envs/horovod.txt), or set "
+                       "train.distribution: auto")
+
+
+def horovod_command(job: str | os.PathLike, python: str, gpus: int, nodes: int,
+                    launcher: str = "srun", in_slurm: bool = False) -> list[str]:
+    """The command that trains `job` with one Horovod process per GPU (at least one per node)."""
+    per_node = max(1, gpus)
+    worker = [python, "-m", "unet.training.multinode", str(job)]
+    if in_slurm:
+        cmd = [*shlex.split(launcher), f"--nodes={nodes}", f"--ntasks={per_node * nodes}",
+               f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1", "--label"]
+        return [*cmd, *(["--gpus-per-task=1"] if gpus > 0 else []), *worker]
+    horovodrun = str(Path(python).parent / "horovodrun")
+    return [horovodrun, "-np", str(per_node), "-H", f"localhost:{per_node}", "--gloo", *worker]
+
+
+def main(argv: Sequence[str]) -> None:
+    """`python -m unet.training.multinode JOB`: one Horovod worker training the fold in JOB, a JSON
+    file of {plans, shards, train, val, out_dir, model, curves, settings}."""
+    import json
+
+    from unet.preprocessing.planning import Plan
+    from unet.training.loop import train_fold
+    from unet.training.settings import TrainSettings
+
+    job = json.loads(Path(argv[0]).read_text())
+    settings = TrainSettings.from_config(job["settings"])
+    with worker_outputs(job["out_dir"], job["model"], job["curves"], worker_rank(), settings.resume) as paths:
+        train_fold(Plan.load(job["plans"]), settings, job["shards"], job["train"], job["val"],
+                   out_dir=paths[0], model_path=paths[1], curves_path=paths[2])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -2,16 +2,27 @@
 
 The training loop only calls this interface, so the output layout (softmax over labels or
 sigmoid per region, one output or deep-supervision heads) is decided in one place.
+
+- Labels (default): softmax over the plan's classes, Dice (background excluded) + cross-entropy.
+- Regions (`regions`, resolved from `settings.regions`): one sigmoid channel per region, nnU-Net's
+  DC_and_BCE (binary cross-entropy + soft Dice over all regions); targets are built from the
+  class-index maps, a region being a set of label values.
+- Deep supervision (`settings.deep_supervision`): heads at every decoder resolution but the
+  bottleneck's; each head's loss against the target downsampled to its resolution, weighted
+  1, 1/2, 1/4, ... with the lowest-resolution head at 0, normalized to sum 1 (nnU-Net).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
+from keras import ops
 
-from unet.model.losses import confusion_counts, dice_ce_loss
-from unet.model.network import build_from_plan
+from unet.inference.regions import check_regions
+from unet.model.losses import (confusion_counts, deep_supervision_loss, deep_supervision_weights, dice_ce_loss,
+                               region_confusion_counts, region_dice_bce_loss, region_membership, region_targets)
+from unet.model.network import build_from_plan, output_strides
 from unet.preprocessing.planning import Plan
 from unet.training.settings import TrainSettings
 
@@ -20,25 +31,79 @@ from unet.training.settings import TrainSettings
 class Objective:
     plan: Plan
     settings: TrainSettings
+    # Resolved regions ({name: [label values]}); None takes `settings.regions`, which then must not be
+    # "dataset" (the workflow resolves that from dataset.json: `unet.inference.regions.resolve_regions`).
+    regions: dict[str, list[int]] | None = None
+    _resolved: dict | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self):
+        regions = self.regions if self.regions is not None else self.settings.regions
+        if regions == "dataset":
+            raise ValueError("config train.regions: 'dataset' must be resolved from dataset.json before "
+                             "training (pass Objective(regions=...))")
+        if regions is not None:
+            if not isinstance(regions, dict):
+                raise ValueError(f"config train.regions: expected {{name: [label values]}}, got {regions!r}")
+            check_regions(regions, self.plan.label_values, where="config train.regions")
+            regions = {str(name): [int(v) for v in values] for name, values in regions.items()}
+        object.__setattr__(self, "_resolved", regions)
+
+    @property
+    def region_sets(self) -> dict[str, list[int]] | None:
+        """The regions trained for (channel order), or None for softmax over labels."""
+        return self._resolved
 
     @property
     def structure_names(self) -> list[str]:
         """Names of the structures the validation Dice is reported for, in order."""
+        if self._resolved is not None:
+            return list(self._resolved)
         return [self.plan.labels[v] for v in self.plan.label_values[1:]]
+
+    @property
+    def output_strides(self) -> list[tuple[int, ...]]:
+        """Downsampling of each training output: [(1, ..)] or, with deep supervision, one per head."""
+        if not self.settings.deep_supervision:
+            return [(1,) * len(self.plan.strides[0])]
+        return output_strides(self.plan.strides)
+
+    @property
+    def output_weights(self) -> list[float]:
+        return [float(w) for w in deep_supervision_weights(len(self.output_strides))]
 
     def build_model(self) -> keras.Model:
         """The training model (call inside the strategy scope)."""
-        return build_from_plan(self.plan)
+        if self._resolved is not None:
+            return build_from_plan(self.plan, self.settings.deep_supervision, num_outputs=len(self._resolved),
+                                   activation="sigmoid")
+        return build_from_plan(self.plan, self.settings.deep_supervision)
 
     def inference_model(self, model: keras.Model) -> keras.Model:
-        """The model saved for prediction: one full-resolution probability output."""
-        return model
+        """The model saved for prediction: one full-resolution probability output (sharing the
+        training model's layers and weights)."""
+        if len(model.outputs) == 1:
+            return model
+        return keras.Model(model.input, model.outputs[0], name=model.name)
+
+    def _single_loss(self, segs, probs):
+        if self._resolved is None:
+            return dice_ce_loss(segs, probs, batch_dice=self.settings.batch_dice)
+        return region_dice_bce_loss(self._targets(segs), probs, batch_dice=self.settings.batch_dice)
+
+    def _targets(self, segs):
+        values = self.plan.label_values
+        return region_targets(segs, region_membership(values, list(self._resolved.values())))
 
     def loss(self, segs, outputs):
         """Scalar loss of a batch of class-index maps `segs` against the model's `outputs`."""
-        return dice_ce_loss(segs, outputs, batch_dice=self.settings.batch_dice)
+        if isinstance(outputs, (list, tuple)):
+            return deep_supervision_loss(self._single_loss, segs, outputs, self.output_strides,
+                                         self.output_weights)
+        return self._single_loss(segs, outputs)
 
     def confusion(self, segs, outputs):
         """(tp, fp, fn), each (len(structure_names),), of one batch of inference-model outputs."""
+        if self._resolved is not None:
+            return region_confusion_counts(self._targets(ops.convert_to_tensor(segs)), outputs)
         tp, fp, fn = confusion_counts(segs, outputs, self.plan.num_classes)
         return tp[1:], fp[1:], fn[1:]

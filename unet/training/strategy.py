@@ -18,17 +18,7 @@ def make_strategy(gpus: int, nodes: int = 1) -> tf.distribute.Strategy:
     than one, one GPU when one is visible, else the default strategy.
     """
     if nodes > 1:
-        # The resolver sets this task's CUDA_VISIBLE_DEVICES: before anything touches a GPU.
-        resolver = slurm_cluster_resolver(gpus)
-        implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus > 0
-                          else tf.distribute.experimental.CommunicationImplementation.RING)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=resolver,
-            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
-        workers = len(resolver.cluster_spec().as_dict().get("worker", []))
-        if workers != nodes:
-            log.warning("train.nodes=%d but the srun step has %d task(s)", nodes, workers)
-        return strategy
+        return multiworker_strategy(gpus, nodes)
     available = tf.config.list_logical_devices("GPU")
     if gpus > 1:
         if len(available) < gpus:
@@ -39,6 +29,22 @@ def make_strategy(gpus: int, nodes: int = 1) -> tf.distribute.Strategy:
     if available and gpus >= 1:
         return tf.distribute.OneDeviceStrategy(available[0].name)
     return tf.distribute.get_strategy()
+
+
+def multiworker_strategy(gpus: int, nodes: int) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """MultiWorkerMirroredStrategy over the tasks of the current `srun` step, `gpus` GPUs each
+    (NCCL between GPUs, gRPC rings between CPU workers); `nodes` is what the config asked for."""
+    # The resolver sets this task's CUDA_VISIBLE_DEVICES: before anything touches a GPU.
+    resolver = slurm_cluster_resolver(gpus)
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus > 0
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver,
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    workers = len(resolver.cluster_spec().as_dict().get("worker", []))
+    if workers != nodes:
+        log.warning("train.nodes=%d but the srun step has %d task(s)", nodes, workers)
+    return strategy
 
 
 def slurm_cluster_resolver(gpus: int, port_base: int | None = None) -> tf.distribute.cluster_resolver.ClusterResolver:

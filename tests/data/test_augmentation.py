@@ -1,0 +1,249 @@
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unet.data import augmentation as aug
+from unet.data.augmentation import AugmentSettings, augmented_patch, intensity_augment, mirror, spatial_patch
+from unet.data.sampling import crop
+from unet.data.spatial import elastic_displacement, rotation_matrix, sample_through_grid
+
+PATCH = (16, 16, 16)
+
+
+def _seed(a, b=0):
+    return tf.constant([a, b], tf.int64)
+
+
+def _noise(shape=PATCH + (2,), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _smooth_case(shape=(28, 30, 26)):
+    """Channel 0 a smooth blob (so a threshold gives a seg with clean borders), channel 1 noise."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    dist = sum(((g - (n - 1) / 2 - 2) / (n / 3)) ** 2 for g, n in zip(grids, shape))
+    blob = np.exp(-dist).astype(np.float32)
+    image = np.stack([blob, _noise(shape, 1)], axis=-1)
+    return image, (blob > 0.5).astype(np.uint8)
+
+
+def _only(**probabilities):
+    return dataclasses.replace(AugmentSettings.off(), **probabilities)
+
+
+# -- each intensity transform's effect -------------------------------------------------------
+
+def test_gaussian_noise_adds_small_noise():
+    image = np.zeros(PATCH + (2,), np.float32)
+    out = aug.gaussian_noise(image, _seed(1)).numpy()
+    assert 0 < out.std() <= 0.1 + 0.01
+    assert abs(out.mean()) < 0.01
+
+
+def test_gaussian_blur_smooths_chosen_channels_and_keeps_constants():
+    image = _noise()
+    out = aug.gaussian_blur(image, _seed(2), per_channel=1.0).numpy()
+    assert out[..., 0].std() < 0.7 * image[..., 0].std() and out[..., 1].std() < 0.7 * image[..., 1].std()
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), image.mean(axis=(0, 1, 2)), atol=0.02)
+    untouched = aug.gaussian_blur(image, _seed(2), per_channel=0.0).numpy()
+    np.testing.assert_array_equal(untouched, image)
+    const = np.full(PATCH + (2,), 3.0, np.float32)
+    np.testing.assert_allclose(aug.gaussian_blur(const, _seed(3), per_channel=1.0).numpy(), const, rtol=1e-5)
+
+
+def test_multiplicative_brightness_scales_each_channel():
+    image = _noise() + 5.0
+    out = aug.multiplicative_brightness(image, _seed(3)).numpy()
+    ratio = out / image
+    for c in range(2):
+        assert np.ptp(ratio[..., c]) < 1e-5
+        assert 0.75 <= ratio[..., c].mean() <= 1.25
+
+
+def test_contrast_keeps_mean_and_range():
+    image = _noise()
+    out = aug.contrast(image, _seed(4)).numpy()
+    assert not np.allclose(out, image)
+    for c in range(2):
+        assert out[..., c].min() >= image[..., c].min() and out[..., c].max() <= image[..., c].max()
+        inner = np.abs(image[..., c] - image[..., c].mean()) < 1.0  # not clipped there: a linear map
+        slope = np.polyfit(image[..., c][inner], out[..., c][inner], 1)[0]
+        assert 0.75 <= slope <= 1.25
+
+
+def test_low_resolution_is_blocky_and_keeps_constants():
+    image = _noise()
+    out = aug.low_resolution(tf.constant(image), _seed(5), scale_range=(0.5, 0.5), per_channel=1.0).numpy()
+    assert out.shape == image.shape
+    # Half resolution: neighbours along each axis are interpolated from 8 source values, less rough.
+    rough = lambda x: np.abs(np.diff(x, axis=0)).mean()  # noqa: E731
+    assert rough(out) < 0.8 * rough(image)
+    untouched = aug.low_resolution(tf.constant(image), _seed(5), per_channel=0.0).numpy()
+    np.testing.assert_allclose(untouched, image, atol=1e-6)
+    const = np.full(PATCH + (2,), -2.0, np.float32)
+    np.testing.assert_allclose(aug.low_resolution(tf.constant(const), _seed(6), per_channel=1.0).numpy(),
+                               const, atol=1e-6)
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_gamma_keeps_mean_std_and_order(invert):
+    image = _noise()
+    out = aug.gamma(image, _seed(7), invert=invert).numpy()
+    assert not np.allclose(out, image, atol=1e-4)
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), image.mean(axis=(0, 1, 2)), atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), image.std(axis=(0, 1, 2)), rtol=1e-3)
+    for c in range(2):  # a monotonic map: the voxel order is kept
+        order = np.argsort(image[..., c].ravel())
+        assert np.all(np.diff(out[..., c].ravel()[order]) >= -1e-5)
+
+
+# -- probabilities 0 and 1 --------------------------------------------------------------------
+
+INTENSITY = ["p_noise", "p_blur", "p_brightness", "p_contrast", "p_low_resolution", "p_gamma_inverted", "p_gamma"]
+
+
+@pytest.mark.parametrize("name", INTENSITY)
+def test_intensity_transform_probability_one_changes_zero_keeps(name):
+    image = tf.constant(_noise() + 1.0)
+    # Every channel for the transforms that pick channels with a probability of their own.
+    always = _only(**{name: 1.0}, blur_per_channel=1.0, low_resolution_per_channel=1.0)
+    for i in range(3):
+        assert not np.allclose(intensity_augment(image, always, _seed(i)).numpy(), image.numpy())
+    kept = intensity_augment(image, _only(**{name: 0.0}), _seed(0)).numpy()
+    np.testing.assert_array_equal(kept, image.numpy())
+
+
+def test_intensity_transform_fires_with_its_probability():
+    image = tf.constant(_noise() + 1.0)
+    run = tf.function(lambda s: intensity_augment(image, _only(p_brightness=0.3), s))
+    fired = sum(not np.array_equal(run(_seed(i, 9)).numpy(), image.numpy()) for i in range(200))
+    assert 40 <= fired <= 80
+
+
+def test_everything_off_is_a_plain_crop():
+    image, seg = _smooth_case()
+    start = tf.constant([3, 5, 2])
+    img_p, seg_p = augmented_patch(image, seg, start, PATCH, AugmentSettings.off(), _seed(1))
+    np.testing.assert_array_equal(img_p.numpy(), crop(image, start, PATCH).numpy())
+    np.testing.assert_array_equal(seg_p.numpy(), crop(seg, start, PATCH).numpy())
+
+
+def test_mirror_keeps_image_and_seg_aligned():
+    seg = np.random.default_rng(3).integers(0, 4, size=(6, 7, 8)).astype(np.uint8)
+    image = np.stack([seg.astype(np.float32), _noise((6, 7, 8))], axis=-1)
+    outcomes = set()
+    for i in range(12):
+        img_m, seg_m = (t.numpy() for t in mirror(tf.constant(image), tf.constant(seg), _seed(i, 1)))
+        np.testing.assert_array_equal(img_m[..., 0], seg_m)
+        flips = [axes for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+                 if np.array_equal(img_m, np.flip(image, axes) if axes else image)]
+        assert flips, "image is not a mirroring of the input"
+        outcomes.add(flips[0])
+    assert len(outcomes) > 2
+
+
+@pytest.mark.parametrize("probability, axes", [(0.0, ()), (1.0, (0, 1, 2))])
+def test_mirror_probability_extremes(probability, axes):
+    image = _noise((6, 7, 8, 2))
+    seg = (image[..., 0] > 0).astype(np.uint8)
+    img_m, seg_m = mirror(tf.constant(image), tf.constant(seg), _seed(5), probability)
+    np.testing.assert_array_equal(img_m.numpy(), np.flip(image, axes) if axes else image)
+    np.testing.assert_array_equal(seg_m.numpy(), np.flip(seg, axes) if axes else seg)
+
+
+# -- spatial ----------------------------------------------------------------------------------
+
+def test_identity_grid_equals_the_crop():
+    image, seg = _smooth_case()
+    for start in ([3, 5, 2], [-4, 20, 15]):
+        img_p, seg_p = sample_through_grid(image, seg, tf.constant(start), PATCH, tf.eye(3))
+        np.testing.assert_allclose(img_p.numpy(), crop(image, start, PATCH).numpy(), atol=1e-6)
+        np.testing.assert_array_equal(seg_p.numpy(), crop(seg, start, PATCH).numpy())
+
+
+def test_quarter_turn_is_rot90_about_the_patch_centre():
+    image, seg = _smooth_case((16, 16, 16))
+    matrix = rotation_matrix([0.0, 0.0, math.pi / 2], [1.0, 1.0, 1.0])  # about axis 2: plane (0, 1)
+    img_p, seg_p = sample_through_grid(image, seg, tf.constant([0, 0, 0]), PATCH, matrix)
+    turned = [np.rot90(image, k, axes=(0, 1)) for k in (1, 3)]
+    assert any(np.allclose(img_p.numpy(), t, atol=1e-4) for t in turned)
+    assert any(np.array_equal(seg_p.numpy(), np.rot90(seg, k, axes=(0, 1))) for k in (1, 3))
+
+
+def test_scaling_above_one_shrinks_structures():
+    image, seg = _smooth_case((32, 32, 32))
+    start = tf.constant([8, 8, 8])
+    _, plain = sample_through_grid(image, seg, start, PATCH, tf.eye(3))
+    _, zoomed_out = sample_through_grid(image, seg, start, PATCH, rotation_matrix([0.0] * 3, [1.4] * 3))
+    assert 0 < zoomed_out.numpy().sum() < 0.6 * plain.numpy().sum()
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_image_and_seg_stay_aligned_under_spatial_transforms(elastic):
+    image, seg = _smooth_case()
+    settings = _only(p_rotation=1.0, p_scaling=1.0, p_elastic=1.0 if elastic else 0.0)
+    for i in range(4):
+        img_p, seg_p = spatial_patch(image, seg, tf.constant([6, 7, 5]), PATCH, settings, _seed(i, 2))
+        img_p, seg_p = img_p.numpy(), seg_p.numpy()
+        assert not np.array_equal(seg_p, crop(seg, [6, 7, 5], PATCH).numpy())
+        # The seg is still the thresholded image: exactly, away from the border where nearest
+        # neighbour (seg) and trilinear (image) interpolation may differ.
+        clear = np.abs(img_p[..., 0] - 0.5) > 0.1
+        np.testing.assert_array_equal((img_p[..., 0] > 0.5)[clear], (seg_p == 1)[clear])
+        assert clear.mean() > 0.6 and seg_p.sum() > 0
+
+
+def test_spatial_probability_zero_is_the_fast_crop():
+    image, seg = _smooth_case()
+    img_p, seg_p = spatial_patch(image, seg, tf.constant([1, 2, 3]), PATCH, _only(), _seed(4))
+    np.testing.assert_array_equal(img_p.numpy(), crop(image, [1, 2, 3], PATCH).numpy())
+    np.testing.assert_array_equal(seg_p.numpy(), crop(seg, [1, 2, 3], PATCH).numpy())
+
+
+def test_elastic_displacement_is_smooth_with_the_requested_peak():
+    field = elastic_displacement(PATCH, 4.0, 2.5, _seed(6)).numpy()
+    assert field.shape == PATCH + (3,)
+    np.testing.assert_allclose(np.abs(field).max(axis=(0, 1, 2)), 2.5, rtol=1e-4)
+    assert np.abs(np.diff(field, axis=0)).max() < 2.5  # neighbours move together
+    assert np.all(elastic_displacement(PATCH, 4.0, 0.0, _seed(6)).numpy() == 0)
+
+
+def test_nnunet_settings_for_anisotropic_patches_rotate_in_plane():
+    assert AugmentSettings.nnunet((128, 128, 128)).rotation_axes == (0, 1, 2)
+    flat = AugmentSettings.nnunet((20, 160, 160))
+    assert flat.rotation_axes == (0,) and flat.rotation == pytest.approx(math.pi)
+    assert AugmentSettings.nnunet((64,) * 3, elastic=True).p_elastic == 0.2
+    assert AugmentSettings.nnunet((64,) * 3).p_elastic == 0.0
+
+
+# -- determinism ------------------------------------------------------------------------------
+
+def test_same_seed_same_augmented_patch_and_seeds_vary():
+    image, seg = _smooth_case()
+    settings = dataclasses.replace(AugmentSettings.nnunet(PATCH, elastic=True), p_rotation=0.5, p_scaling=0.5)
+    start = tf.constant([4, 4, 4])
+    run = tf.function(lambda s: augmented_patch(image, seg, start, PATCH, settings, s))
+    first = [t.numpy() for t in run(_seed(21, 1))]
+    again = [t.numpy() for t in run(_seed(21, 1))]
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    others = [run(_seed(21, j))[0].numpy() for j in range(2, 6)]
+    assert all(not np.array_equal(first[0], o) for o in others)
+
+
+def test_a_case_with_a_zero_border_gives_the_same_patch():
+    image, seg = _smooth_case()
+    padded_image = np.pad(image, [(1, 1)] * 3 + [(0, 0)])
+    padded_seg = np.pad(seg, 1)
+    matrix = rotation_matrix([0.4, -0.3, 0.2], [1.2] * 3)
+    for start in ([3, 5, 2], [-6, 20, 15]):
+        plain = sample_through_grid(image, seg, tf.constant(start), PATCH, matrix)
+        bordered = sample_through_grid(padded_image, padded_seg, tf.constant(start), PATCH, matrix, border=1)
+        np.testing.assert_allclose(bordered[0].numpy(), plain[0].numpy(), atol=1e-6)
+        np.testing.assert_array_equal(bordered[1].numpy(), plain[1].numpy())
+    settings = _only(p_rotation=0.0)  # the plain crop honours the border too
+    cropped = spatial_patch(padded_image, padded_seg, tf.constant([2, 3, 4]), PATCH, settings, _seed(1), border=1)
+    np.testing.assert_array_equal(cropped[0].numpy(), crop(image, [2, 3, 4], PATCH).numpy())

@@ -1,0 +1,141 @@
+"""The training objective: deep-supervision heads and weights, the saved inference model,
+region-based training, in 3D and 2D."""
+
+import ast
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import unet
+from unet.model.losses import dice_ce_loss, region_dice_bce_loss
+from unet.preprocessing.planning import Plan
+from unet.training.objective import Objective
+from unet.training.settings import TrainSettings
+
+# Keras' own saving converts TF variables with np.array(copy=False) under numpy 2.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+BRATS_LABELS = {0: "background", 1: "necrosis", 2: "edema", 4: "enhancing"}  # class indices 0..3
+BRATS_REGIONS = {"whole tumour": [1, 2, 4], "tumour core": [1, 4], "enhancing tumour": [4]}
+
+
+def _plan(dim=3):
+    strides = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2)) if dim == 3 else ((1, 1), (2, 2), (2, 2), (2, 2))
+    patch = (16, 16, 8) if dim == 3 else (16, 24)
+    return Plan(dataset="t", modalities=("a", "b"), labels=BRATS_LABELS, spacing=(1.0,) * dim,
+                patch_size=patch, batch_size=2, filters=(4, 8, 8, 8), strides=strides,
+                kernels=((3,) * dim,) * 4, normalization=())
+
+
+def _batch(plan, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(2, *plan.patch_size, plan.num_channels)).astype(np.float32)
+    segs = rng.integers(0, plan.num_classes, size=(2, *plan.patch_size)).astype(np.uint8)
+    return images, segs
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_deep_supervision_heads_targets_and_weights(dim):
+    plan = _plan(dim)
+    objective = Objective(plan, TrainSettings(deep_supervision=True))
+    model = objective.build_model()
+    images, segs = _batch(plan)
+    outputs = model(images, training=True)
+    expected_strides = [(1, 1, 1), (2, 2, 1), (4, 4, 2)] if dim == 3 else [(1, 1), (2, 2), (4, 4)]
+    assert objective.output_strides == expected_strides
+    assert [tuple(o.shape) for o in outputs] == [
+        (2, *(p // s for p, s in zip(plan.patch_size, stride)), plan.num_classes) for stride in expected_strides]
+    np.testing.assert_allclose(objective.output_weights, [1 / 1.5, 0.5 / 1.5, 0.0])
+    # The loss is the weighted sum of each head's loss against the target at its resolution.
+    parts = []
+    for output, stride in zip(outputs, expected_strides):
+        target = segs[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+        assert target.shape == tuple(output.shape[:-1])
+        parts.append(float(dice_ce_loss(target, output)))
+    expected = sum(w * p for w, p in zip(objective.output_weights, parts))
+    assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
+    assert float(objective.loss(segs, outputs)) != pytest.approx(parts[0], rel=1e-3)  # not just level 0
+
+
+def test_without_deep_supervision_one_output_and_the_plain_loss():
+    plan = _plan()
+    objective = Objective(plan, TrainSettings(deep_supervision=False, batch_dice=True))
+    model = objective.build_model()
+    assert len(model.outputs) == 1 and objective.inference_model(model) is model
+    images, segs = _batch(plan, 1)
+    probs = model(images)
+    assert float(objective.loss(segs, probs)) == pytest.approx(float(dice_ce_loss(segs, probs, batch_dice=True)),
+                                                               rel=1e-6)
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_inference_model_single_output_shares_weights_and_round_trips(dim, tmp_path):
+    plan = _plan(dim)
+    objective = Objective(plan, TrainSettings(deep_supervision=True))
+    model = objective.build_model()
+    inference = objective.inference_model(model)
+    images, _ = _batch(plan, 2)
+    assert len(inference.outputs) == 1
+    np.testing.assert_allclose(inference.predict_on_batch(images), np.asarray(model(images)[0]), atol=1e-6)
+    assert {layer.name for layer in inference.layers} & {"head_ds1", "probabilities_ds2"} == set()
+    # Shared layers: a change of the training model's weights shows in the inference model.
+    head = model.get_layer("head")
+    head.kernel.assign(head.kernel.numpy() + 1.0)
+    np.testing.assert_allclose(inference.predict_on_batch(images), np.asarray(model(images)[0]), atol=1e-6)
+
+    path = tmp_path / "model.keras"
+    inference.save(path)
+    loaded = keras.saving.load_model(str(path), compile=False)
+    probs = loaded.predict_on_batch(images)
+    assert probs.shape == (2, *plan.patch_size, plan.num_classes)
+    np.testing.assert_allclose(probs, inference.predict_on_batch(images), atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_region_training_outputs_targets_loss_and_confusion(dim):
+    plan = _plan(dim)
+    objective = Objective(plan, TrainSettings(deep_supervision=True), regions=BRATS_REGIONS)
+    assert objective.structure_names == list(BRATS_REGIONS)
+    model = objective.build_model()
+    images, segs = _batch(plan, 3)
+    outputs = model(images, training=True)
+    assert all(o.shape[-1] == 3 for o in outputs)
+    assert model.get_layer("probabilities").get_config()["activation"] == "sigmoid"
+    # Region masks of the class-index maps: class 1 (value 1) in WT and TC, class 2 (value 2)
+    # in WT only, class 3 (value 4) in all three.
+    targets = np.stack([np.isin(segs, [1, 2, 3]), np.isin(segs, [1, 3]), segs == 3], -1).astype(np.float32)
+    weights = objective.output_weights
+    expected = 0.0
+    for weight, output, stride in zip(weights, outputs, objective.output_strides):
+        down = targets[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+        expected += weight * float(region_dice_bce_loss(down, output))
+    assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
+
+    # A perfect prediction: loss ~0 and Dice 1 per region.
+    perfect = np.where(targets > 0, 0.9999, 0.0001).astype(np.float32)
+    assert float(Objective(plan, TrainSettings(deep_supervision=False), BRATS_REGIONS).loss(segs, perfect)) < 0.01
+    tp, fp, fn = (np.asarray(c) for c in objective.confusion(segs, perfect))
+    np.testing.assert_array_equal(tp, targets.reshape(-1, 3).sum(0))
+    assert not fp.any() and not fn.any()
+
+
+def test_regions_from_settings_and_their_errors():
+    plan = _plan()
+    explicit = {"core": [1, 4]}
+    assert Objective(plan, TrainSettings(regions=explicit)).structure_names == ["core"]
+    with pytest.raises(ValueError, match="'dataset' must be resolved"):
+        Objective(plan, TrainSettings(regions="dataset"))
+    assert Objective(plan, TrainSettings(regions="dataset"), regions=explicit).structure_names == ["core"]
+    with pytest.raises(ValueError, match=r"train.regions.*'core'.*foreground label values"):
+        Objective(plan, TrainSettings(regions={"core": [1, 3]}))  # 3 is no label value of this plan
+    with pytest.raises(ValueError, match=r"train.regions.*foreground"):
+        Objective(plan, TrainSettings(regions={"all": [0, 1]}))
+
+
+def test_default_settings_train_with_deep_supervision_on_labels():
+    objective = Objective(_plan(), TrainSettings())
+    assert objective.settings.deep_supervision and objective.region_sets is None
+    assert objective.structure_names == ["necrosis", "edema", "enhancing"]
+    assert len(objective.build_model().outputs) == 3
