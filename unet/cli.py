@@ -27,6 +27,7 @@ class PredictCommand:
     tta: bool
     batch_size: int
     save_probabilities: bool
+    regions: bool = False
 
 
 def _overlap(text: str) -> float:
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--save-probabilities", action="store_true",
                          help="also write OUT/{case}.npz: 'probabilities' (K, X, Y, Z) float32 in the "
                               "image's grid and 'label_values'")
+    predict.add_argument("--regions", action="store_true",
+                         help="the models were trained with train.regions: dataset (one sigmoid per region); "
+                              "the regions are read from RESULTS_DIR/dataset.ok")
     return parser
 
 
@@ -85,7 +89,8 @@ def parse_predict(args: argparse.Namespace) -> PredictCommand:
     return PredictCommand(
         input_dir=args.input, output_dir=args.output, results_dir=args.model_dir,
         folds=tuple(dict.fromkeys(args.folds)) if args.folds else None, overlap=args.overlap, blend=args.blend,
-        tta=args.tta, batch_size=args.batch_size, save_probabilities=args.save_probabilities)
+        tta=args.tta, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
+        regions=args.regions)
 
 
 def run_predict(command: PredictCommand) -> list[Path]:
@@ -96,9 +101,16 @@ def run_predict(command: PredictCommand) -> list[Path]:
     from unet.inference.predict import PredictSettings
     from unet.inference.standalone import predict_folder
 
+    regions = None
+    if command.regions:
+        from unet.io.atomic import read_json
+        from unet.inference.regions import resolve_regions
+
+        regions = resolve_regions("dataset", read_json(command.results_dir / "dataset.ok").get("regions"),
+                                  where="--regions")
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
                                batch_size=command.batch_size,
-                               save_probabilities=command.save_probabilities)
+                               save_probabilities=command.save_probabilities, regions=regions)
     return predict_folder(command.input_dir, command.output_dir, command.results_dir, command.folds,
                           settings)
 
@@ -111,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = parse_predict(args)
     try:
         written = run_predict(command)
-    except (InputError, ImageReadError) as exc:
+    except (InputError, ImageReadError, ValueError, FileNotFoundError) as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} segmentation(s) to {command.output_dir}")

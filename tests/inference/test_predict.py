@@ -182,3 +182,31 @@ def test_save_probabilities_round_trip(preprocessed_demo, tmp_path):
         assert (~inside).any()
         np.testing.assert_array_equal(probs[0][~inside], 1.0)
         assert (probs[0][inside] < 1).mean() > 0.5
+
+
+def test_region_and_label_models_are_not_mixed_up(preprocessed_demo, saved_models, tmp_path):
+    # A softmax label model predicted as if trained on regions, and a region model (sigmoid per
+    # region) predicted without its regions, stop before any case is written, naming the model.
+    import keras
+
+    from unet.model.network import build_from_plan
+
+    plan, case_ids = preprocessed_demo.plan, [preprocessed_demo.dataset.training[0].id]
+    regions = {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]}
+    region_model = tmp_path / "regions.keras"
+    build_from_plan(plan, num_outputs=len(regions), activation="sigmoid").save(region_model)
+
+    def predict(model_path, regions, out):
+        return predict_cases([model_path], preprocessed_inputs(preprocessed_demo.preprocessed, case_ids),
+                             len(case_ids), tmp_path / out, plan.patch_size, plan.label_values,
+                             PredictSettings(regions=regions))
+
+    with pytest.raises(ValueError, match=r"regions.keras: the model outputs 3 sigmoid channel\(s\)"):
+        predict(region_model, None, "a")
+    with pytest.raises(ValueError, match=r"fold_1.keras: predicting with 3 region\(s\)"):
+        predict(saved_models[0], regions, "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # With its regions, the region model paints label values of the dataset.
+    written = predict(region_model, regions, "c")
+    values = np.unique(np.asarray(nib.load(str(written[0])).dataobj))
+    assert set(values.tolist()) <= set(plan.label_values)

@@ -56,7 +56,13 @@ def test_deep_supervision_heads_targets_and_weights(dim):
         parts.append(float(dice_ce_loss(target, output)))
     expected = sum(w * p for w, p in zip(objective.output_weights, parts))
     assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
-    assert float(objective.loss(segs, outputs)) != pytest.approx(parts[0], rel=1e-3)  # not just level 0
+    # Not just level 0: a perfect second head lowers the loss by its weighted share.
+    target = segs[(slice(None),) + tuple(slice(None, None, s) for s in expected_strides[1])]
+    perfect = np.eye(plan.num_classes, dtype=np.float32)[target]
+    better = float(objective.loss(segs, [outputs[0], perfect, outputs[2]]))
+    perfect_part = float(dice_ce_loss(target, perfect))
+    assert better == pytest.approx(expected - objective.output_weights[1] * (parts[1] - perfect_part), rel=1e-5)
+    assert better < expected - 0.1 * objective.output_weights[1]
 
 
 def test_without_deep_supervision_one_output_and_the_plain_loss():

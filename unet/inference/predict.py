@@ -134,6 +134,22 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
     return written
 
 
+def check_model_outputs(model, path, num_classes: int, regions) -> None:
+    """A model trained on regions (sigmoid per region) must be predicted with those regions, and a
+    label model (softmax over the classes) without: mixing them up would paint garbage."""
+    channels = int(model.outputs[0].shape[-1])
+    head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
+    sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
+    if regions is None and (sigmoid or channels != num_classes):
+        raise ValueError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
+                         f"softmax over the plan's {num_classes} classes: it was trained with train.regions; "
+                         f"predict with the same regions (config train.regions, or --regions)")
+    if regions is not None and (not sigmoid or channels != len(regions)):
+        raise ValueError(f"{path}: predicting with {len(regions)} region(s) ({', '.join(regions)}), but the "
+                         f"model outputs {channels} {'sigmoid' if sigmoid else 'softmax'} channel(s): it was "
+                         f"not trained with these regions (config train.regions)")
+
+
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
                   settings: PredictSettings) -> list[Path]:
@@ -142,5 +158,8 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
     With several models (folds), their probabilities are averaged before the argmax (or, with
     `settings.regions`, before the regions are thresholded).
     """
-    predictor = ensemble_predictor(load_models(model_paths), settings.tta)
+    models = load_models(model_paths)
+    for path, model in zip(model_paths, models):
+        check_model_outputs(model, path, len(label_values), settings.regions)
+    predictor = ensemble_predictor(models, settings.tta)
     return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings)
