@@ -14,7 +14,8 @@ with output_to(snakemake.log[0]):
     plan = Plan.load(snakemake.input.plans)
     # A region-trained model outputs one sigmoid per region: its label map is painted region by region.
     regions = resolve_regions(snakemake.params.regions, read_json(snakemake.input.ready).get("regions"))
-    settings = PredictSettings.from_config({**snakemake.params.predict, "regions": regions})
+    settings = PredictSettings.from_config({**snakemake.params.predict, "regions": regions,
+                                           "background_outside_mask": plan.nonzero_mask})
     cases = load_fold(snakemake.input.splits, int(snakemake.wildcards.fold))["val"]
     predict_cases([snakemake.input.model], preprocessed_inputs(snakemake.params.preprocessed_dir, cases),
                   len(cases), snakemake.output[0], plan.patch_size, plan.label_values, settings)

@@ -210,3 +210,19 @@ def test_region_and_label_models_are_not_mixed_up(preprocessed_demo, saved_model
     written = predict(region_model, regions, "c")
     values = np.unique(np.asarray(nib.load(str(written[0])).dataobj))
     assert set(values.tolist()) <= set(plan.label_values)
+
+
+def test_background_outside_the_nonzero_mask():
+    from unet.inference.predict import background_outside
+
+    image = np.zeros((4, 3, 2, 2), np.float32)
+    image[1:3, 1, :, 1] = 0.5  # inside: non-zero in one channel suffices
+    probs = np.full((4, 3, 2, 3), 1 / 3, np.float32)
+    labels = background_outside(probs, image, regions=False)
+    inside = np.zeros((4, 3, 2), bool)
+    inside[1:3, 1, :] = True
+    np.testing.assert_array_equal(labels[inside], probs[inside])
+    np.testing.assert_array_equal(labels[~inside], np.tile([1.0, 0.0, 0.0], (int((~inside).sum()), 1)))
+    regions = background_outside(probs, image, regions=True)
+    assert not regions[~inside].any() and np.array_equal(regions[inside], probs[inside])
+    assert np.all(probs == 1 / 3)  # the input is left alone

@@ -33,6 +33,10 @@ class PredictSettings:
     tta: bool = False
     batch_size: int = 2
     save_probabilities: bool = False   # also write {case}.npz beside each {case}.nii.gz
+    # From the plan, not config: where the preprocessed image is zero in every channel (outside the
+    # non-zero mask that z-scoring used), predict background. Training saw that region only as
+    # background, but the zero slabs at the poles of a cropped volume can still fool the network.
+    background_outside_mask: bool = False
     # Region-trained models (resolved, {name: [label values]}, in the models' channel order):
     # sigmoid probabilities per region, painted into labels by `unet.inference.regions`.
     regions: dict | None = None
@@ -123,7 +127,10 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
-        cropped = probabilities_to_cropped(predict_case(predictor, image, patch_size, settings), geometry)
+        probs = predict_case(predictor, image, patch_size, settings)
+        if settings.background_outside_mask:
+            probs = background_outside(probs, image, regions is not None)
+        cropped = probabilities_to_cropped(probs, geometry)
         if settings.save_probabilities:
             save_probabilities(Path(out_dir) / f"{cid}.npz",
                                probabilities_from_cropped(cropped, geometry, regions=regions is not None),
@@ -132,6 +139,17 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
         save_nifti(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine)
         written.append(path)
     return written
+
+
+def background_outside(probs: np.ndarray, image: np.ndarray, regions: bool) -> np.ndarray:
+    """`probs` with background wherever `image` is zero in every channel: class 0 certain, or for
+    region probabilities every region absent."""
+    outside = ~np.any(image != 0, axis=-1)
+    probs = probs.copy()
+    probs[outside] = 0.0
+    if not regions:
+        probs[outside, 0] = 1.0
+    return probs
 
 
 def check_model_outputs(model, path, num_classes: int, regions) -> None:

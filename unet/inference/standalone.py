@@ -9,6 +9,7 @@ before any model is loaded, so a wrong call fails in a second with a message nam
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -106,5 +107,6 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, results_dir: str | P
     models = model_paths(results_dir, folds)
     plan = load_plan(results_dir)
     check_channels(cases, plan, Path(results_dir) / "plans.json")
+    settings = replace(settings, background_outside_mask=plan.nonzero_mask)  # as the workflow does
     return predict_cases(models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
                          plan.label_values, settings)

@@ -72,6 +72,11 @@ class Plan:
         return tuple(sorted(self.labels))
 
     @property
+    def nonzero_mask(self) -> bool:
+        """Whether normalization treats zero voxels as outside the object (z-score in the mask)."""
+        return any(n.scheme == "zscore" and n.use_mask for n in self.normalization)
+
+    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
