@@ -16,7 +16,7 @@ from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
 from unet.preprocessing.planning import Plan, make_plans
-from unet.preprocessing.preprocess import preprocess_case, values_to_indices
+from unet.preprocessing.preprocess import preprocess_arrays, preprocess_case, values_to_indices
 from unet.preprocessing.resampling import resample_labels
 
 
@@ -263,3 +263,28 @@ def test_anisotropic_case_resamples_z_by_nearest_images_and_labels(tmp_path, dem
     np.testing.assert_array_equal(picked, np.repeat(np.arange(6), 5))
     for z in range(30):
         assert set(np.unique(seg[..., z]).tolist()) == {0, picked[z] % 3 + 1}
+
+
+def test_outside_the_mask_stays_exactly_zero_after_resampling(tmp_path):
+    # A bright ball in zeros, resampled with cubic splines: the ringing outside the ball is set back
+    # to 0 when the plan z-scores inside the non-zero mask, so prediction can find the outside.
+    import nibabel as nib
+
+    from unet.preprocessing.normalization import ChannelNormalization
+
+    grid = np.indices((24, 24, 12)).astype(np.float32)
+    ball = ((grid[0] - 12) ** 2 + (grid[1] - 12) ** 2 + ((grid[2] - 6) * 2) ** 2) < 49
+    image = np.zeros((30, 30, 16), np.float32)
+    image[3:27, 3:27, 2:14] = np.where(ball, 100 + 10 * np.sin(grid[0]), 0)
+    path = tmp_path / "ball.nii.gz"
+    nib.save(nib.Nifti1Image(image, np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+    common = dict(dataset="t", modalities=("MR",), labels={0: "background", 1: "x"}, spacing=(1.0, 1.0, 1.0),
+                  patch_size=(16, 16, 16), batch_size=2, filters=(4, 8), strides=((1, 1, 1), (2, 2, 2)),
+                  kernels=((3, 3, 3), (3, 3, 3)))
+    case = Case(id="ball", image=path, label=None)
+    masked, _, _ = preprocess_arrays(case, Plan(**common, normalization=(ChannelNormalization("zscore", use_mask=True),)))
+    plain, _, _ = preprocess_arrays(case, Plan(**common, normalization=(ChannelNormalization("zscore"),)))
+    assert masked.shape == plain.shape and masked.shape[2] > masked.shape[0]  # z resampled 2 mm -> 1 mm
+    zeros = masked[..., 0] == 0
+    assert 0.2 < zeros.mean() < 0.9 and np.abs(masked[~zeros]).min() > 0  # outside exactly 0, inside not
+    assert not np.any(plain[..., 0] == 0)  # without the mask, nothing is zeroed

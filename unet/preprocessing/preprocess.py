@@ -62,6 +62,12 @@ def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | 
         channel = normalize_channel(crop(loaded.image[..., c], box), norm, mask)
         image[..., c] = channel if same else resample(channel, shape, order=3, separate=axis)
         del channel
+    if plan.nonzero_mask and not same:
+        # Splines ring: zeros outside the mask come back as tiny values. Outside stays exactly 0,
+        # so prediction can tell it apart (PredictSettings.background_outside_mask).
+        outside = resample(mask.astype(np.float32), shape, order=1, separate=axis) < 0.5
+        image[outside] = 0.0
+        del outside
     seg = None
     if loaded.label is not None:
         seg = values_to_indices(crop(loaded.label, box), plan.label_values, str(case.label))
