@@ -44,6 +44,8 @@ def test_predict_command_writes_segmentations_in_the_raw_grid(preprocessed_demo,
     [expected] = predict_cases([trained_results / "fold_0" / "model.keras"],
                                preprocessed_inputs(preprocessed_demo.preprocessed, [train_id]), 1,
                                tmp_path / "expected", plan.patch_size, plan.label_values,
-                               PredictSettings(overlap=0.25, batch_size=4))
+                               # as the CLI and the workflow do: background outside the mask
+                               PredictSettings(overlap=0.25, batch_size=4,
+                                               background_outside_mask=plan.nonzero_mask))
     np.testing.assert_array_equal(np.asarray(nib.load(str(out / f"{train_id}.nii.gz")).dataobj),
                                   np.asarray(nib.load(str(expected)).dataobj))
