@@ -2,7 +2,7 @@
 
 One record per case: id, image (X, Y, Z, C) float32, label (X, Y, Z) uint8 and foreground
 locations (N, 4) int32, rows (class index, x, y, z), as serialized tensors. The locations come
-from preprocess's `{case}_fg.npy` (up to LOCATIONS_CAP rows per present class), or are sampled
+from preprocess's `{case}_fg.npy` (up to FG_SAMPLES_PER_CLASS rows per present class), or are sampled
 from the seg here with the same contract when that file is missing. `index.json` lists which case
 sits in which shard, so a fold reads only its shards.
 """
@@ -17,40 +17,23 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from unet.io.atomic import atomic_path, load_npy, read_json, write_json
+from unet.preprocessing.locations import FG_SAMPLES_PER_CLASS, case_seed, foreground_locations
 
 INDEX = "index.json"
 TARGET_SHARD_BYTES = 256 * 2**20
-LOCATIONS_CAP = 10000  # recorded locations per foreground class, as nnU-Net
 FORMAT = 2  # 2: records carry foreground locations
 
 
-def locations_from_seg(seg: np.ndarray, seed: int = 0, cap: int = LOCATIONS_CAP) -> np.ndarray:
-    """Up to `cap` random voxels per foreground class present in `seg`: int32 (N, 4) rows
-    (class index, x, y, z), classes ascending; (0, 4) without foreground.
-
-    Fallback for cases whose preprocess wrote no `{case}_fg.npy` (same contract as
-    unet.preprocessing.locations.foreground_locations).
-    """
-    rng = np.random.default_rng(seed)
-    flat = seg.reshape(-1)
-    fg = np.flatnonzero(flat)
-    rows = [np.zeros((0, 4), np.int32)]
-    if fg.size:
-        labels = flat[fg]
-        for value in np.unique(labels):
-            where = fg[labels == value]
-            if where.size > cap:
-                where = np.sort(rng.choice(where, cap, replace=False))
-            xyz = np.stack(np.unravel_index(where, seg.shape), axis=1)
-            rows.append(np.concatenate([np.full((len(xyz), 1), value), xyz], axis=1).astype(np.int32))
-    return np.concatenate(rows, axis=0)
+def locations_from_seg(seg: np.ndarray, seed: int = 0, cap: int = FG_SAMPLES_PER_CLASS) -> np.ndarray:
+    """What preprocess records in `{case}_fg.npy`, for a class-index map without one."""
+    return foreground_locations(seg, int(seg.max()) + 1, seed, cap)
 
 
 def load_locations(preprocessed_dir: Path, case_id: str, seg: np.ndarray) -> np.ndarray:
     """The case's recorded foreground locations, checked; computed from `seg` if none were written."""
     path = preprocessed_dir / f"{case_id}_fg.npy"
     if not path.exists():
-        return locations_from_seg(seg)
+        return locations_from_seg(seg, case_seed(case_id))  # as preprocess would have drawn them
     locations = load_npy(path)
     if locations.ndim != 2 or locations.shape[1] != 4 or not np.issubdtype(locations.dtype, np.integer):
         raise ValueError(f"{path}: expected integer foreground locations of shape (N, 4), "
