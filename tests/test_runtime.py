@@ -91,3 +91,42 @@ def test_this_cpu_machine_has_no_gpus_to_assign(monkeypatch):
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     assert assign_gpus(1) is None
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
+
+
+def _runtime_in_subprocess(env_update: dict, code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run([sys.executable, "-c", code], env={**env, **env_update}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_onednn_is_switched_on_unless_the_user_chose():
+    """TensorFlow enables oneDNN by itself only on CPUs with AVX-512 VNNI/AMX; elsewhere its
+    fallback 3D convolutions are ~8x slower. Our processes ask for it, a user's choice wins."""
+    code = ("import os; from unet.runtime import configure_tensorflow, onednn_enabled; configure_tensorflow(2); "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
+    assert _runtime_in_subprocess({}, code) == "1 True"
+    assert _runtime_in_subprocess({"TF_ENABLE_ONEDNN_OPTS": "0"}, code) == "0 False"
+
+
+def test_onednn_default_follows_tensorflows_rule(monkeypatch):
+    from unet.runtime import onednn_enabled
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert not onednn_enabled(["sse4_2", "avx", "avx2", "fma"])  # an AVX2-only CPU: off by default
+    expected_on = __import__("platform").machine() in ("x86_64", "AMD64")
+    assert onednn_enabled(["avx2", "avx512f", "avx512_vnni"]) is expected_on
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert onednn_enabled(["avx2"])
+
+
+def test_machine_info_names_the_cpu_and_its_extensions():
+    from unet.runtime import VECTOR_EXTENSIONS, machine_info
+
+    info = machine_info(3)
+    assert info["threads"] == 3 and isinstance(info["onednn"], bool) and info["cpu"]
+    assert set(info["vector_extensions"]) <= set(VECTOR_EXTENSIONS)
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith(("flags", "Features"))), [])
+    assert info["vector_extensions"] == [name for name in VECTOR_EXTENSIONS if name in flags]

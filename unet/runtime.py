@@ -1,10 +1,12 @@
-"""Process settings that must be made before TensorFlow is imported: threads and GPUs."""
+"""Process settings that must be made before TensorFlow is imported (threads, oneDNN, GPUs), and
+what a speed figure depends on (CPU, vector extensions, oneDNN)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -12,14 +14,53 @@ import time
 from pathlib import Path
 
 
+# CPU features after which TensorFlow switches its oneDNN kernels on by itself (Linux, x86); on
+# other CPUs (AVX2 only, e.g.) its fallback 3D convolutions run about 8x slower.
+ONEDNN_DEFAULT_FEATURES = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+# The vector extensions worth recording next to a speed figure.
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                     "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
 def configure_tensorflow(threads: int) -> None:
-    """Quiet TensorFlow's start-up logging and size its thread pools to the job's `threads`.
+    """Quiet TensorFlow's start-up logging, size its thread pools to the job's `threads`, and
+    switch its oneDNN CPU kernels on unless the user set TF_ENABLE_ONEDNN_OPTS.
 
     Call before anything imports TensorFlow: it reads these variables once, at import.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(max(1, threads))
     os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """(CPU model, the vector extensions of VECTOR_EXTENSIONS it has), from /proc/cpuinfo on Linux."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())  # the first CPU's
+    model = fields.get("model name") or fields.get("cpu model") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    return model, [name for name in VECTOR_EXTENSIONS if name in flags]
+
+
+def onednn_enabled(extensions: list[str] | None = None) -> bool:
+    """Whether TensorFlow uses its oneDNN kernels in this process: TF_ENABLE_ONEDNN_OPTS when set,
+    else TensorFlow's own default (on only for CPUs with the features of ONEDNN_DEFAULT_FEATURES)."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if value is not None:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    extensions = cpu_description()[1] if extensions is None else extensions
+    return platform.machine() in ("x86_64", "AMD64") and any(f in extensions for f in ONEDNN_DEFAULT_FEATURES)
+
+
+def machine_info(threads: int) -> dict:
+    """What a speed figure depends on: CPU model, its vector extensions, threads, oneDNN on or off."""
+    model, extensions = cpu_description()
+    return {"cpu": model, "vector_extensions": extensions, "threads": int(threads),
+            "onednn": onednn_enabled(extensions)}
 
 
 # -- GPUs ----------------------------------------------------------------------------------------

@@ -115,3 +115,30 @@ def test_tensorboard_events_hold_the_logged_scalars(runs):
     for name in log[0]["val_dice"]:
         assert scalars[f"val_dice/{name}"] == pytest.approx({row["epoch"]: row["val_dice"][name] for row in log},
                                                             rel=1e-6)
+
+
+def test_each_epoch_records_the_machine_it_ran_on(runs):
+    """CPU model, vector extensions, threads, oneDNN and XLA: what a logged speed depends on."""
+    from unet.runtime import machine_info
+
+    expected = machine_info(1)
+    for row in runs.fresh.log:
+        runtime = row["runtime"]
+        assert runtime["cpu"] == expected["cpu"] and runtime["vector_extensions"] == expected["vector_extensions"]
+        assert runtime["onednn"] == expected["onednn"] and runtime["xla"] == "off"
+        assert runtime["threads"] >= 1 and runtime["gpus"] == 0 and runtime["replicas"] == 1
+
+
+def test_the_history_is_kept_with_the_checkpoint(runs):
+    """Snakemake deletes an interrupted job's training_log.jsonl before rerunning it; the copy beside
+    the checkpoint is what a resumed run continues."""
+    history = runs.out_dir / "checkpoints" / "training_log.jsonl"
+    assert [json.loads(line) for line in history.read_text().splitlines()] == runs.fresh.log
+
+
+def test_a_resume_keeps_the_epochs_whose_log_snakemake_deleted(demo_workspace, tmp_path):
+    first = _train(demo_workspace, tmp_path, replace(SETTINGS, epochs=1))
+    (tmp_path / "training_log.jsonl").unlink()  # what --rerun-incomplete does to a declared output
+    resumed = _train(demo_workspace, tmp_path, replace(SETTINGS, resume=True))
+    assert resumed.trained == [2]
+    assert [row["epoch"] for row in resumed.log] == [0, 1] and resumed.log[0] == first.log[0]

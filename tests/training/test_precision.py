@@ -110,6 +110,7 @@ def test_a_step_xla_cannot_compile_falls_back_with_a_warning(caplog):
         second = float(step(tf.constant(3.0)))
     assert compiled == [True, False]
     assert "XLA could not compile the training step" in caplog.text and "train.xla" in caplog.text
+    assert step.xla_status() == "fell back"  # what the training log records
     assert first == pytest.approx(9.0)  # (1 * 3 - 6)^2, the failed compiled call left w alone
     # w: 1 -> 1 + 0.1 * 18 = 2.8 (the compiled call changed nothing) -> 2.8 - 0.1 * 14.4 = 1.36
     assert second == pytest.approx((2.8 * 3 - 6) ** 2) and float(w.numpy()) == pytest.approx(1.36)
@@ -124,6 +125,8 @@ def test_the_loop_trains_with_amp_and_xla(demo_workspace, tmp_path, float32_afte
     rows = train_fold(ws.plan, settings, ws.shard_dir, ws.train_ids, ws.val_ids, tmp_path, tmp_path / "model.keras")
     assert np.isfinite(rows[0]["loss"]) and 0 <= rows[0]["val_dice_mean"] <= 1
     assert "XLA could not compile" not in caplog.text
+    assert rows[0]["runtime"]["xla"] == "on"
+    assert "no GPU here" in caplog.text  # XLA on a CPU is warned about
     model = keras.saving.load_model(str(tmp_path / "model.keras"), compile=False)
     x = np.zeros((1, *ws.plan.patch_size, ws.plan.num_channels), np.float32)
     assert model(x).dtype == tf.float32

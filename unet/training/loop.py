@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from unet.data.pipeline import training_dataset, validation_patches
 from unet.io.atomic import atomic_path
 from unet.preprocessing.planning import Plan
+from unet.runtime import machine_info
 from unet.training.curves import plot_training_curves
 from unet.training.distribution import apply_without_all_reduce, make_distribution
 from unet.training.objective import Objective
@@ -84,12 +86,18 @@ class FoldTrainer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.out_dir / "checkpoints" / "last",
                                                   max_to_keep=1)
 
+    @property
+    def _history_path(self) -> Path:
+        # The log of every epoch lives with the checkpoint: Snakemake deletes an interrupted job's
+        # declared outputs (training_log.jsonl) before it reruns, never the checkpoint folder.
+        return self.out_dir / "checkpoints" / "training_log.jsonl"
+
     def _restore_or_reset(self) -> list[dict]:
-        log_path = self.out_dir / "training_log.jsonl"
         if self.settings.resume and self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             done = int(self.epoch.numpy())
-            rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+            history = self._history_path
+            rows = [json.loads(line) for line in history.read_text().splitlines()] if history.exists() else []
             print(f"resuming from {self.manager.latest_checkpoint} after epoch {done}")
             return [r for r in rows if r["epoch"] < done]
         # A fresh run must not resume from, or keep, another run's state.
@@ -102,6 +110,9 @@ class FoldTrainer:
         inference_model = objective.inference_model(model)
         # After a restore: every replica starts from rank 0's weights and optimizer state.
         self.distribution.broadcast([*model.variables, *optimizer.variables])
+        if self.settings.xla and not tf.config.list_physical_devices("GPU"):
+            log.warning("config train.xla: no GPU here, and XLA-compiled 3D convolutions on a CPU are about "
+                        "10x slower than TensorFlow's oneDNN kernels; set train.xla: false for CPU training")
         train_step = with_xla_fallback(
             lambda jit: make_train_step(model, optimizer, objective.loss, self.distribution, jit_compile=jit),
             self.settings.xla)
@@ -136,6 +147,8 @@ class FoldTrainer:
         val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
                                                   s.validation_patches, s.seed)
         writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
+        machine = {**machine_info(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()),
+                   "gpus": len(tf.config.list_physical_devices("GPU")), "replicas": self.replicas}
 
         for epoch in range(int(self.epoch.numpy()), s.epochs):
             lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs, s.warmup_epochs)
@@ -154,7 +167,8 @@ class FoldTrainer:
             self.ema.assign(ema)
             row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice, "val_dice_mean": mean_dice,
                    "ema_val_dice": ema, "learning_rate": lr, "epoch_time_s": elapsed,
-                   "patches_per_s": s.steps_per_epoch * global_batch / elapsed}
+                   "patches_per_s": s.steps_per_epoch * global_batch / elapsed,
+                   "runtime": {**machine, "xla": train_step.xla_status()}}
             rows.append(row)
             if ema > float(self.best_ema.numpy()):
                 self.best_ema.assign(ema)
@@ -194,8 +208,11 @@ class FoldTrainer:
             self.model.save_weights(tmp)
 
     def _write_log(self, rows: list[dict]) -> None:
-        with atomic_path(self.out_dir / "training_log.jsonl", suffix=".jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        for path in (self._history_path, self.out_dir / "training_log.jsonl"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path, suffix=".jsonl") as tmp:
+                tmp.write_text(text)
 
     def save_model(self, path: str | Path) -> None:
         with atomic_path(path, suffix=".keras") as tmp:

@@ -71,12 +71,15 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
 def with_xla_fallback(make_step: Callable[[bool], Callable], xla: bool) -> Callable:
     """`make_step(jit_compile)`'s step; with `xla`, the compiled one, unless its first call fails
     to compile: then a warning, and the plain step from then on (the failed call is repeated).
+    `step.xla_status()` says which: "off", "on" or "fell back".
 
     A compilation error is raised before the step changes any variable, so repeating is safe.
     """
     if not xla:
-        return make_step(False)
-    state = {"step": make_step(True), "checked": False}
+        step = make_step(False)
+        step.xla_status = lambda: "off"
+        return step
+    state = {"step": make_step(True), "checked": False, "status": "on"}
 
     def step(batch):
         if state["checked"]:
@@ -88,8 +91,10 @@ def with_xla_fallback(make_step: Callable[[bool], Callable], xla: bool) -> Calla
             log.warning("config train.xla: XLA could not compile the training step (%s); "
                         "training without XLA", first_line)
             state["step"] = make_step(False)
+            state["status"] = "fell back"
             result = state["step"](batch)
         state["checked"] = True
         return result
 
+    step.xla_status = lambda: state["status"]  # "on", "fell back" (recorded in the training log)
     return step
