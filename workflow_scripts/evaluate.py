@@ -2,7 +2,7 @@
 from unet.evaluation.evaluate import evaluate_folder, resolve_regions, write_table
 from unet.io.logs import output_to
 from unet.io.msd import load_dataset
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 
 with output_to(snakemake.log[0]):
     dataset = load_dataset(snakemake.params.data_dir)

@@ -9,7 +9,7 @@ with output_to(snakemake.log[0]):
     from unet.io.atomic import read_json
     from unet.inference.regions import resolve_regions
     from unet.inference.predict import PredictSettings, predict_cases, preprocessed_inputs
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     plan = Plan.load(snakemake.input.plans)
     # A region-trained model outputs one sigmoid per region: its label map is painted region by region.

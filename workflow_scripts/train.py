@@ -53,7 +53,7 @@ else:
     assign_gpus(snakemake.resources.get("gpu", 0))
     with output_to(snakemake.log[0] if nodes == 1 else None):
         from unet.data.splits import load_fold
-        from unet.preprocessing.planning import Plan
+        from unet.preprocessing.plan import Plan
         from unet.training.loop import train_fold
         from unet.training.settings import TrainSettings
 

@@ -15,7 +15,8 @@ from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
-from unet.preprocessing.planning import Plan, make_plans
+from unet.preprocessing.plan import Plan
+from unet.preprocessing.planning import make_plans
 from unet.preprocessing.preprocess import preprocess_arrays, preprocess_case, values_to_indices
 from unet.preprocessing.resampling import resample_labels
 

@@ -18,7 +18,8 @@ def demo_workspace(tmp_path_factory):
     from unet.demo import generate_demo
     from unet.io.msd import load_dataset
     from unet.preprocessing.fingerprint import compute_fingerprint
-    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.plan import Plan
+    from unet.preprocessing.planning import make_plans
     from unet.preprocessing.preprocess import preprocess_case
 
     root = tmp_path_factory.mktemp("training_demo")

@@ -19,7 +19,7 @@ from unet.inference.restore import (labels_from_cropped, probabilities_from_crop
 from unet.inference.sliding_window import sliding_window_inference
 from unet.io.msd import Case
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
 Predictor = Callable[[np.ndarray], np.ndarray]

@@ -23,7 +23,7 @@ from unet.inference.regions import check_regions
 from unet.model.losses import (confusion_counts, deep_supervision_loss, deep_supervision_weights, dice_ce_loss,
                                region_confusion_counts, region_dice_bce_loss, region_membership, region_targets)
 from unet.model.network import build_from_plan, output_strides
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training.settings import TrainSettings
 
 
