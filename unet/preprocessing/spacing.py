@@ -1,8 +1,9 @@
 """Spacing questions: the target spacing every case is resampled to, what counts as anisotropic,
 and how many voxels a shape has at another spacing.
 
-One threshold, ANISOTROPY_RATIO, decides both here (whether the coarse axis takes a finer target)
-and in `unet.preprocessing.resampling` (whether that axis is resampled on its own).
+One threshold, ANISOTROPY_RATIO, decides here (whether the coarse axis takes a finer target), in
+`unet.preprocessing.resampling` (whether that axis is resampled on its own) and in
+`unet.data.augmentation` (whether a patch is augmented in-plane only).
 """
 
 from __future__ import annotations
