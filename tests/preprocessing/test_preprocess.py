@@ -6,8 +6,8 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from unet.demo import MODALITIES, synthesize_case
 from unet.io.atomic import load_npy
+from unet.io.demo import MODALITIES, synthesize_case
 from unet.io.msd import Case, load_dataset, write_dataset_json
 from unet.io.nifti import ImageReadError, load_label, save_nifti
 from unet.preprocessing.cropping import paste
