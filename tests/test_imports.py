@@ -13,12 +13,17 @@ LIGHT_MODULES = [
     "unet.io.datasets",
     "unet.io.download",
     "unet.preprocessing.fingerprint",
+    "unet.preprocessing.plan",
+    "unet.preprocessing.spacing",
+    "unet.preprocessing.topology",
+    "unet.preprocessing.memory",
+    "unet.preprocessing.normalization",
     "unet.preprocessing.planning",
     "unet.preprocessing.preprocess",
     "unet.evaluation.evaluate",
     "unet.evaluation.summary",
     "unet.evaluation.plots",
-    "unet.demo",
+    "unet.io.demo",
     "unet.data.splits",
     "unet.inference.sliding_window",
     "unet.inference.restore",
@@ -58,3 +63,34 @@ def test_model_sources_do_not_use_tensorflow():
                 assert (node.module or "").split(".")[0] != "tensorflow", path
             elif isinstance(node, ast.Name):
                 assert node.id != "tf", f"{path}:{node.lineno}"
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of the modules `path` (a module of `package`) imports, anywhere in it."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the package
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            # `from unet import demo` imports unet.demo: count the names as modules too.
+            names.update(f"{module}.{a.name}" for a in node.names)
+            names.add(module)
+    return names
+
+
+def test_io_imports_nothing_above_it():
+    # DESIGN.md, layers: `unet.io` is the ground floor; `unet` itself is only a prefix here.
+    root = Path(unet.__file__).parent
+    paths = sorted(root.joinpath("io").glob("*.py"))
+    assert {p.name for p in paths} >= {"datasets.py", "demo.py", "msd.py"}
+    for path in paths:
+        for name in _imported_modules(path, "unet.io"):
+            if name == "unet" or not name.startswith("unet."):
+                continue
+            assert name.startswith("unet.io.") or name == "unet.io", f"{path.name} imports {name}"

@@ -104,9 +104,9 @@ def run_predict(command: PredictCommand) -> list[Path]:
     regions = None
     if command.regions:
         from unet.io.atomic import read_json
-        from unet.inference.regions import resolve_regions
+        from unet.inference.regions import trained_regions
 
-        regions = resolve_regions("dataset", read_json(command.results_dir / "dataset.ok").get("regions"),
+        regions = trained_regions("dataset", read_json(command.results_dir / "dataset.ok").get("regions"),
                                   where="--regions")
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
                                batch_size=command.batch_size,

@@ -9,7 +9,7 @@ with output_to(snakemake.log[0]):
     from unet.inference.predict import (PredictSettings, ensemble_predictor, load_models,
                                         preprocessed_inputs)
     from unet.io.atomic import write_json
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     plan = Plan.load(snakemake.input.plans)
     settings = PredictSettings.from_config(snakemake.params.predict)

@@ -7,7 +7,7 @@ assign_gpus(snakemake.resources.get("gpu", 0))
 with output_to(snakemake.log[0]):
     from unet.bench.train import benchmark_train, format_table
     from unet.io.atomic import write_json
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     plan = Plan.load(snakemake.input.plans)
     p = snakemake.params

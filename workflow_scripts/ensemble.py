@@ -6,14 +6,14 @@ configure_tensorflow(snakemake.threads)
 assign_gpus(snakemake.resources.get("gpu", 0))
 with output_to(snakemake.log[0]):
     from unet.io.atomic import read_json
-    from unet.inference.regions import resolve_regions
+    from unet.inference.regions import trained_regions
     from unet.inference.predict import PredictSettings, predict_cases, raw_inputs
     from unet.io.msd import load_dataset
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     plan = Plan.load(snakemake.input.plans)
     # A region-trained model outputs one sigmoid per region: its label map is painted region by region.
-    regions = resolve_regions(snakemake.params.regions, read_json(snakemake.input.ready).get("regions"))
+    regions = trained_regions(snakemake.params.regions, read_json(snakemake.input.ready).get("regions"))
     settings = PredictSettings.from_config({**snakemake.params.predict, "regions": regions,
                                            "background_outside_mask": plan.nonzero_mask})
     cases = load_dataset(snakemake.params.data_dir).test

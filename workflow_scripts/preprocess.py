@@ -5,7 +5,7 @@ from pathlib import Path
 
 from unet.io.logs import output_to
 from unet.io.msd import load_dataset
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.preprocessing.preprocess import preprocess_case
 
 with output_to(snakemake.log[0]):

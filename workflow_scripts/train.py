@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unet.inference.regions import resolve_regions
+from unet.inference.regions import trained_regions
 from unet.io.atomic import read_json
 from unet.io.logs import output_to
 from unet.runtime import assign_gpus, configure_tensorflow
@@ -22,7 +22,7 @@ configure_tensorflow(snakemake.threads)
 # `resume` comes from config, not params (see rules/train.smk); `regions: dataset` is resolved from
 # what the download stage found, so every worker trains on the same explicit regions.
 train_config = {**snakemake.params.train, "resume": bool(snakemake.config["train"].get("resume", False)),
-                "regions": resolve_regions(snakemake.params.train.get("regions"),
+                "regions": trained_regions(snakemake.params.train.get("regions"),
                                            read_json(snakemake.input.ready).get("regions"))}
 nodes = int(snakemake.params.train.get("nodes", 1))
 gpus = int(snakemake.params.train.get("gpus", 1))
@@ -53,7 +53,7 @@ else:
     assign_gpus(snakemake.resources.get("gpu", 0))
     with output_to(snakemake.log[0] if nodes == 1 else None):
         from unet.data.splits import load_fold
-        from unet.preprocessing.planning import Plan
+        from unet.preprocessing.plan import Plan
         from unet.training.loop import train_fold
         from unet.training.settings import TrainSettings
 

@@ -6,7 +6,7 @@ import pytest
 
 from unet.evaluation.distances import average_surface_distance, hausdorff, hd95
 from unet.evaluation.evaluate import COLUMNS, Region, evaluate_case, evaluate_folder, \
-    resolve_regions, write_table
+    evaluation_regions, write_table
 from unet.io.msd import DatasetError, load_dataset, write_dataset_json
 from unet.io.nifti import save_nifti
 
@@ -117,12 +117,12 @@ def test_region_validation():
         Region("bg", (0, 1))
 
 
-def test_resolve_regions_prefers_config_then_dataset():
+def test_evaluation_regions_prefers_config_then_dataset():
     dataset = {"whole tumour": (1, 2, 3)}
-    assert resolve_regions({"core": [2, 3]}, dataset) == [Region("core", (2, 3))]
-    assert resolve_regions({}, dataset) == []  # an explicit empty mapping means no regions
-    assert resolve_regions(None, dataset) == [Region("whole tumour", (1, 2, 3))]
-    assert resolve_regions(None, {}) == []
+    assert evaluation_regions({"core": [2, 3]}, dataset) == [Region("core", (2, 3))]
+    assert evaluation_regions({}, dataset) == []  # an explicit empty mapping means no regions
+    assert evaluation_regions(None, dataset) == [Region("whole tumour", (1, 2, 3))]
+    assert evaluation_regions(None, {}) == []
 
 
 def test_dataset_json_regions_are_read(tmp_path):
@@ -130,7 +130,7 @@ def test_dataset_json_regions_are_read(tmp_path):
                        extra={"regions": {"a or b": [1, 2]}})
     dataset = load_dataset(tmp_path)
     assert dataset.regions == {"a or b": (1, 2)}
-    assert resolve_regions(None, dataset.regions) == [Region("a or b", (1, 2))]
+    assert evaluation_regions(None, dataset.regions) == [Region("a or b", (1, 2))]
     write_dataset_json(tmp_path, "d", ["T1"], {0: "background", 1: "a"}, ["c1"], [])
     assert load_dataset(tmp_path).regions == {}
     write_dataset_json(tmp_path, "d", ["T1"], {0: "background", 1: "a"}, ["c1"], [],

@@ -12,10 +12,11 @@ def preprocessed_demo(tmp_path_factory):
     """Demo (seed 0: 3 training cases stored LAS, LPS and RPI, 1 test case), planned for patch
     16^3 and filters 4-8-16 at a spacing that resamples every axis of every case (up and down),
     training cases preprocessed. Treat as read-only."""
-    from unet.demo import generate_demo
+    from unet.io.demo import generate_demo
     from unet.io.msd import load_dataset
     from unet.preprocessing.fingerprint import compute_fingerprint
-    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.plan import Plan
+    from unet.preprocessing.planning import make_plans
     from unet.preprocessing.preprocess import preprocess_case
 
     root = tmp_path_factory.mktemp("inference_demo")

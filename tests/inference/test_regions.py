@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unet.inference.predict import PredictSettings, ensemble_predictor, preprocessed_inputs, write_predictions
-from unet.inference.regions import check_regions, labels_from_regions, region_order, resolve_regions
+from unet.inference.regions import check_regions, labels_from_regions, region_order, trained_regions
 
 BRATS = {"whole tumour": [1, 2, 4], "tumour core": [1, 4], "enhancing tumour": [4]}
 
@@ -57,11 +57,11 @@ def test_channel_count_must_match():
 
 
 def test_resolve_and_check_regions():
-    assert resolve_regions(None, BRATS) is None
-    assert resolve_regions("dataset", {"wt": (1, 2)}) == {"wt": [1, 2]}
-    assert resolve_regions({"x": [4]}, BRATS) == {"x": [4]}
+    assert trained_regions(None, BRATS) is None
+    assert trained_regions("dataset", {"wt": (1, 2)}) == {"wt": [1, 2]}
+    assert trained_regions({"x": [4]}, BRATS) == {"x": [4]}
     with pytest.raises(ValueError, match="train.regions: 'dataset', but dataset.json declares no"):
-        resolve_regions("dataset", {})
+        trained_regions("dataset", {})
     check_regions(BRATS, (0, 1, 2, 4))
     with pytest.raises(ValueError, match=r"region 'whole tumour' must list foreground label values.*\[1, 2, 4\]"):
         check_regions(BRATS, (0, 1, 2, 3))

@@ -17,7 +17,8 @@ from unet.io.msd import load_dataset
 from unet.io.nifti import load_image, load_label, save_nifti
 from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.planning import Plan, make_plans
+from unet.preprocessing.plan import Plan
+from unet.preprocessing.planning import make_plans
 from unet.preprocessing.preprocess import preprocess_case, values_to_indices
 
 SHAPE = (24, 22, 18)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import unet.io.brats as brats
-from unet.demo import generate_demo
 from unet.io.datasets import prepare_dataset
+from unet.io.demo import generate_demo
 from unet.io.msd import DatasetError, load_dataset
 from unet.io.nifti import save_nifti
 

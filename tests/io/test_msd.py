@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from unet.demo import LABELS, MODALITIES, generate_demo
+from unet.io.demo import LABELS, MODALITIES, generate_demo
 from unet.io.msd import DatasetError, case_id, load_dataset
 
 

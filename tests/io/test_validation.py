@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet.demo import generate_demo
 from unet.io.datasets import prepare_dataset
+from unet.io.demo import generate_demo
 from unet.io.msd import DatasetError, load_dataset
 from unet.io.nifti import save_nifti
 from unet.io.validation import (Expected, dataset_problems, grid_problems, label_problems,

@@ -64,10 +64,11 @@ def test_confusion_counts_hand_made():
 
 
 def test_region_targets_from_class_indices():
-    from unet.model.losses import region_membership, region_targets
+    from unet.inference.regions import region_membership
+    from unet.model.losses import region_targets
 
     # Class indices 0..3 hold label values 0, 1, 2, 4 (BraTS); regions WT, TC, ET.
-    membership = region_membership((0, 1, 2, 4), [[1, 2, 4], [1, 4], [4]])
+    membership = region_membership({"wt": [1, 2, 4], "tc": [1, 4], "et": [4]}, (0, 1, 2, 4)).T
     np.testing.assert_array_equal(membership, [[0, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
     targets = np.asarray(region_targets(np.array([[0, 1, 2, 3]], np.uint8), membership))
     np.testing.assert_array_equal(targets, [[[0, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 1]]])

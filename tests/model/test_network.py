@@ -71,7 +71,7 @@ def test_probabilities_stay_float32_under_mixed_precision():
 
 
 def test_build_from_plan_follows_the_plan():
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     plan = Plan(dataset="t", modalities=("a", "b", "c"), labels={0: "bg", 1: "x"}, spacing=(1.0, 1.0, 3.0),
                 patch_size=(16, 16, 8), batch_size=2, filters=(4, 8, 16),

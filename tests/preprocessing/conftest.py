@@ -1,6 +1,6 @@
 import pytest
 
-from unet.demo import generate_demo
+from unet.io.demo import generate_demo
 from unet.io.msd import load_dataset
 from unet.preprocessing.fingerprint import compute_fingerprint
 

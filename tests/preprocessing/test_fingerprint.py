@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from unet.demo import generate_demo
+from unet.io.demo import generate_demo
 from unet.io.msd import load_dataset
 from unet.io.nifti import load_image, load_label, save_nifti, voxel_spacing
 from unet.io.orientation import Reorientation

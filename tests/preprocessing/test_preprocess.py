@@ -6,8 +6,8 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from unet.demo import MODALITIES, synthesize_case
 from unet.io.atomic import load_npy
+from unet.io.demo import MODALITIES, synthesize_case
 from unet.io.msd import Case, load_dataset, write_dataset_json
 from unet.io.nifti import ImageReadError, load_label, save_nifti
 from unet.preprocessing.cropping import paste
@@ -15,7 +15,8 @@ from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
-from unet.preprocessing.planning import Plan, make_plans
+from unet.preprocessing.plan import Plan
+from unet.preprocessing.planning import make_plans
 from unet.preprocessing.preprocess import preprocess_arrays, preprocess_case, values_to_indices
 from unet.preprocessing.resampling import resample_labels
 

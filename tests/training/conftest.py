@@ -15,10 +15,11 @@ def demo_workspace(tmp_path_factory):
     sharded; fold 0 of a 2-fold split. Treat as read-only."""
     from unet.data.shards import write_shards
     from unet.data.splits import make_splits
-    from unet.demo import generate_demo
+    from unet.io.demo import generate_demo
     from unet.io.msd import load_dataset
     from unet.preprocessing.fingerprint import compute_fingerprint
-    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.plan import Plan
+    from unet.preprocessing.planning import make_plans
     from unet.preprocessing.preprocess import preprocess_case
 
     root = tmp_path_factory.mktemp("training_demo")

@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 from unet.model.losses import dice_ce_loss
 from unet.model.network import build_from_plan
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training.distribution import Distribution, TFDistribution, apply_without_all_reduce, make_distribution
 from unet.training.steps import make_train_step, set_precision
 

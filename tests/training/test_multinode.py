@@ -88,7 +88,7 @@ TRAIN = """
 import hashlib, json, sys
 import keras, numpy as np
 from pathlib import Path
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training import multinode
 from unet.training.loop import train_fold
 from unet.training.settings import TrainSettings

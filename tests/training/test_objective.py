@@ -10,7 +10,7 @@ import pytest
 
 import unet
 from unet.model.losses import dice_ce_loss, region_dice_bce_loss
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training.objective import Objective
 from unet.training.settings import TrainSettings
 

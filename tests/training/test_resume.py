@@ -25,7 +25,7 @@ TRAIN = """
 import json, sys
 from unet.runtime import configure_tensorflow
 configure_tensorflow(1)
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training.loop import train_fold
 from unet.training.settings import TrainSettings
 job = json.load(open(sys.argv[1]))

@@ -33,8 +33,7 @@ import tensorflow as tf
 
 from unet.data.sampling import crop
 from unet.data.spatial import elastic_displacement, rotation_matrix, sample_through_grid
-
-ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's ANISO_THRESHOLD: beyond it, augment in-plane only
+from unet.preprocessing.spacing import ANISOTROPY_RATIO
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class AugmentSettings:
     def nnunet(cls, patch_size: Sequence[int], elastic: bool = False) -> "AugmentSettings":
         """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2."""
         settings = cls(p_elastic=0.2 if elastic else 0.0)
-        if max(patch_size) / patch_size[0] > ANISOTROPY_THRESHOLD:
+        if max(patch_size) / patch_size[0] > ANISOTROPY_RATIO:  # anisotropic patch: augment in-plane only
             settings = replace(settings, rotation=math.pi, rotation_axes=(0,), scaling_axes=(1, 2),
                                low_resolution_axes=(1, 2))
         return settings

@@ -51,10 +51,11 @@ class Region:
         object.__setattr__(self, "labels", values)
 
 
-def resolve_regions(configured: Mapping[str, Sequence[int]] | None,
-                    dataset_regions: Mapping[str, Sequence[int]] | None = None) -> list[Region]:
+def evaluation_regions(configured: Mapping[str, Sequence[int]] | None,
+                       dataset_regions: Mapping[str, Sequence[int]] | None = None) -> list[Region]:
     """Regions to score: `configured` (config `evaluate.regions`) if given, even if empty;
-    when it is None, the dataset's own (dataset.json "regions"); else none."""
+    when it is None, the dataset's own (dataset.json "regions"); else none. (A model's regions
+    default the other way: `unet.inference.regions.trained_regions`.)"""
     chosen = configured if configured is not None else (dataset_regions or {})
     return [Region(str(name), tuple(values)) for name, values in chosen.items()]
 

@@ -13,13 +13,13 @@ from tqdm import tqdm
 from unet.config import settings_from
 from unet.io.atomic import atomic_path, load_npy
 from unet.io.nifti import save_nifti
-from unet.inference.regions import Regions, check_regions, region_membership_table, region_order
+from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
 from unet.inference.sliding_window import sliding_window_inference
 from unet.io.msd import Case
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -108,7 +108,7 @@ def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values
               "label_values": np.asarray(label_values, dtype=np.int64)}
     if regions is not None:
         arrays["region_names"] = np.asarray(list(regions), dtype=str)
-        arrays["region_membership"] = region_membership_table(regions, label_values)
+        arrays["region_membership"] = region_membership(regions, label_values)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 

@@ -17,10 +17,11 @@ Regions = Mapping[str, Sequence[int]]
 THRESHOLD = 0.5
 
 
-def resolve_regions(setting, dataset_regions: Regions,
+def trained_regions(setting, dataset_regions: Regions,
                     where: str = "train.regions") -> dict[str, list[int]] | None:
-    """The regions a config value names: None, "dataset" (the regions of dataset.json) or an
-    explicit {name: [label values]}."""
+    """The regions a model is trained for (and so predicts), from config `train.regions`: None
+    means none (softmax over labels), "dataset" the regions of dataset.json, or an explicit
+    {name: [label values]}. (Scoring regions default the other way: `evaluation_regions`.)"""
     if setting is None:
         return None
     if setting == "dataset":
@@ -84,7 +85,8 @@ def labels_from_regions(probs: np.ndarray, regions: Regions, threshold: float = 
     return labels
 
 
-def region_membership_table(regions: Regions, label_values: Sequence[int]) -> np.ndarray:
-    """(R, L) bool: region r contains label value label_values[l] (saved beside probabilities)."""
+def region_membership(regions: Regions, label_values: Sequence[int]) -> np.ndarray:
+    """(R, L) bool: region r contains label value label_values[l]. Saved beside region
+    probabilities as it is; the region loss takes its transpose, (class index, region)."""
     return np.array([[int(v) in {int(x) for x in values} for v in label_values] for values in regions.values()],
                     dtype=bool)

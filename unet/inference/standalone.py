@@ -17,7 +17,7 @@ import nibabel as nib
 
 from unet.inference.predict import PredictSettings, predict_cases, raw_inputs
 from unet.io.msd import Case, case_id
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii")
 _FOLD_DIR = re.compile(r"fold_(\d+)")

@@ -33,7 +33,7 @@ def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
                                "folder name the converted dataset should get (e.g. BraTS2021)")
         ingest_dataset(ingest, data_dir, workers=workers)
     elif task == "demo":
-        from unet.demo import generate_demo
+        from unet.io.demo import generate_demo
 
         # Generate beside the target, then swap, so a half-written demo never looks finished.
         staging = data_dir.with_name(f".{data_dir.name}.staging")

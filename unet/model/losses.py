@@ -37,16 +37,11 @@ def dice_ce_loss(labels, probs, batch_dice: bool = False):
     return ce + (1.0 - soft_dice(onehot, probs, batch_dice=batch_dice))
 
 
-def region_membership(label_values: Sequence[int], regions: Sequence[Sequence[int]]) -> np.ndarray:
-    """(K, R) float32: 1 where class index k's label value belongs to region r."""
-    return np.array([[float(value in set(region)) for region in regions] for value in label_values],
-                    dtype=np.float32)
-
-
 def region_targets(labels, membership):
     """(B, *spatial, R) float32 region masks of integer class indices `labels` (B, *spatial),
-    given the (K, R) `membership` of `region_membership`."""
-    return ops.take(ops.convert_to_tensor(membership, dtype="float32"), ops.cast(labels, "int32"), axis=0)
+    given the (K, R) `membership`: true where class index k's label value belongs to region r
+    (the transpose of `unet.inference.regions.region_membership`)."""
+    return ops.take(ops.cast(ops.convert_to_tensor(membership), "float32"), ops.cast(labels, "int32"), axis=0)
 
 
 def region_dice_bce_loss(targets, probs, batch_dice: bool = False):

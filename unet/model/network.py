@@ -90,7 +90,7 @@ def build_unet(num_channels: int, num_outputs: int, filters: Sequence[int],
 
 def build_from_plan(plan, deep_supervision: bool = False, num_outputs: int | None = None,
                     activation: str = "softmax") -> keras.Model:
-    """The network `plan` (a `unet.preprocessing.planning.Plan`) describes; `num_outputs`
+    """The network `plan` (a `unet.preprocessing.plan.Plan`) describes; `num_outputs`
     defaults to the plan's classes (regions: one channel per region, with "sigmoid")."""
     return build_unet(plan.num_channels, plan.num_classes if num_outputs is None else num_outputs,
                       plan.filters, plan.strides, plan.kernels, deep_supervision=deep_supervision,

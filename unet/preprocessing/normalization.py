@@ -1,10 +1,13 @@
-"""Per-channel intensity normalization, as the plan prescribes."""
+"""Per-channel intensity normalization: which scheme the planner chooses for a channel, and applying it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+NORMALIZATION_SCHEMES = ("ct", "zscore")
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,40 @@ class ChannelNormalization:
                    clip=tuple(clip) if clip else None, mean=d.get("mean"), std=d.get("std"))
 
 
+def choose_normalization(fingerprint: dict, schemes: Sequence[str] | None,
+                         use_mask: bool | None) -> tuple[ChannelNormalization, ...]:
+    """Per channel: CT -> clip to the dataset's foreground percentiles and z-score with its
+    foreground mean/std; anything else -> per-case z-score, inside the non-zero mask when
+    cropping removed over a quarter of the box (nnU-Net). `schemes`/`use_mask` override."""
+    modalities = fingerprint["modalities"]
+    overridden = schemes is not None
+    if schemes is None:
+        schemes = ["ct" if m.upper() == "CT" else "zscore" for m in modalities]
+    elif len(schemes) != len(modalities):
+        raise ValueError(f"config plan.normalization lists {len(schemes)} schemes but the dataset has "
+                         f"{len(modalities)} channels {list(modalities)}: give one per channel")
+    if use_mask is None:
+        use_mask = float(np.median([c["crop_fraction"] for c in fingerprint["cases"]])) < 0.75
+    out = []
+    for c, (scheme, modality, stats) in enumerate(zip(schemes, modalities, fingerprint["intensity"])):
+        if scheme == "ct":
+            if stats.get("mean") is None:
+                where = "config plan.normalization: " if overridden else ""
+                raise ValueError(f"{where}channel {c} ({modality}) cannot use 'ct' normalization: the "
+                                 f"fingerprint has no foreground (labelled) intensities for it")
+            out.append(ChannelNormalization("ct", clip=(stats["percentile_00_5"], stats["percentile_99_5"]),
+                                            mean=stats["mean"], std=stats["std"]))
+        elif scheme == "zscore":
+            out.append(ChannelNormalization("zscore", use_mask=bool(use_mask)))
+        else:
+            raise ValueError(f"config plan.normalization: unknown scheme {scheme!r} for channel {c}; "
+                             f"expected one of {list(NORMALIZATION_SCHEMES)}")
+    return tuple(out)
+
+
 def normalize_channel(x: np.ndarray, norm: ChannelNormalization, mask: np.ndarray | None) -> np.ndarray:
     """One (X, Y, Z) channel normalized, as a new float32 array (statistics in float64)."""
-    if norm.scheme not in ("zscore", "ct"):
+    if norm.scheme not in NORMALIZATION_SCHEMES:
         raise ValueError(f"unknown normalization scheme {norm.scheme!r} (expected 'zscore' or 'ct')")
     out = np.array(x, dtype=np.float32, order="K")  # the one copy; the rest works in place
     masked = norm.scheme == "zscore" and norm.use_mask and mask is not None and bool(mask.any())

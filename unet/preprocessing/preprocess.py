@@ -24,8 +24,9 @@ from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
 from unet.preprocessing.normalization import normalize_channel
-from unet.preprocessing.planning import Plan
-from unet.preprocessing.resampling import resample, resample_labels, separate_axis, shape_at_spacing
+from unet.preprocessing.plan import Plan
+from unet.preprocessing.resampling import resample, resample_labels, separate_axis
+from unet.preprocessing.spacing import shape_at_spacing
 
 
 def values_to_indices(label: np.ndarray, values: tuple[int, ...], source: str = "label") -> np.ndarray:

@@ -17,13 +17,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-ANISOTROPY_RATIO = 3.0  # nnU-Net's threshold for resampling the coarse axis on its own
-
-
-def shape_at_spacing(shape: Sequence[int], spacing: Sequence[float],
-                     target_spacing: Sequence[float]) -> tuple[int, ...]:
-    """Number of voxels per axis once `shape` voxels of `spacing` are resampled to `target_spacing`."""
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
+from unet.preprocessing.spacing import ANISOTROPY_RATIO
 
 
 def anisotropic_axis(spacing: Sequence[float]) -> int | None:

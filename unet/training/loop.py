@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from unet.data.pipeline import training_dataset, validation_patches
 from unet.io.atomic import atomic_path
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.runtime import machine_info
 from unet.training.curves import plot_training_curves
 from unet.training.distribution import apply_without_all_reduce, make_distribution

@@ -114,7 +114,7 @@ def main(argv: Sequence[str]) -> None:
     file of {plans, shards, train, val, out_dir, model, curves, settings}."""
     import json
 
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
     from unet.training.loop import train_fold
     from unet.training.settings import TrainSettings
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import keras
 from keras import ops
 
-from unet.inference.regions import check_regions
+from unet.inference.regions import check_regions, region_membership
 from unet.model.losses import (confusion_counts, deep_supervision_loss, deep_supervision_weights, dice_ce_loss,
-                               region_confusion_counts, region_dice_bce_loss, region_membership, region_targets)
+                               region_confusion_counts, region_dice_bce_loss, region_targets)
 from unet.model.network import build_from_plan, output_strides
-from unet.preprocessing.planning import Plan
+from unet.preprocessing.plan import Plan
 from unet.training.settings import TrainSettings
 
 
@@ -32,7 +32,7 @@ class Objective:
     plan: Plan
     settings: TrainSettings
     # Resolved regions ({name: [label values]}); None takes `settings.regions`, which then must not be
-    # "dataset" (the workflow resolves that from dataset.json: `unet.inference.regions.resolve_regions`).
+    # "dataset" (the workflow resolves that from dataset.json: `unet.inference.regions.trained_regions`).
     regions: dict[str, list[int]] | None = None
     _resolved: dict | None = field(init=False, repr=False, compare=False, default=None)
 
@@ -92,7 +92,7 @@ class Objective:
 
     def _targets(self, segs):
         values = self.plan.label_values
-        return region_targets(segs, region_membership(values, list(self._resolved.values())))
+        return region_targets(segs, region_membership(self._resolved, values).T)
 
     def loss(self, segs, outputs):
         """Scalar loss of a batch of class-index maps `segs` against the model's `outputs`."""

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet.demo import LABELS, MODALITIES, REGIONS, case_ids, generate_demo, synthesize_case
+from unet.io.demo import LABELS, MODALITIES, REGIONS, case_ids, generate_demo, synthesize_case
 from unet.io.msd import load_dataset
 from unet.io.nifti import load_image, load_label, voxel_spacing
 

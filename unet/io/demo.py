@@ -7,6 +7,8 @@ and a T1-gadolinium-like one where only the enhancing rim is bright. Voxel spaci
 (some anisotropic), voxel order in the affine, intensity scale, bias and noise vary per
 case, so the pipeline's reorientation, resampling and normalization all have work to do.
 Everything derives from `seed` and the case index: the same call writes the same files.
+It lives in `unet.io` beside the other dataset sources (`download`, `brats`), which
+`unet.io.datasets` chooses between.
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""The experiment plan: the small read-only object every stage after planning takes its sizes from.
+
+`plans.json` is the single source of truth for everything after planning. It records the
+planned values, the config overrides, and the effective values at its top level, which is
+what `Plan.load` reads. `unet.preprocessing.planning` writes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from unet.io.atomic import read_json
+from unet.preprocessing.memory import DEFAULT_GPU_MEMORY_GB
+from unet.preprocessing.normalization import ChannelNormalization
+
+
+@dataclass(frozen=True)
+class Plan:
+    dataset: str
+    modalities: tuple[str, ...]
+    labels: dict[int, str]                     # label value -> name, background included
+    spacing: tuple[float, ...]                 # target spacing, canonical axes
+    patch_size: tuple[int, ...]
+    batch_size: int
+    filters: tuple[int, ...]                   # per level
+    strides: tuple[tuple[int, ...], ...]       # per level; level 0 is all ones
+    kernels: tuple[tuple[int, ...], ...]       # per level
+    normalization: tuple[ChannelNormalization, ...]
+    median_shape: tuple[int, ...] = field(default=())
+    gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB   # the budget the patch and batch were planned for
+    memory_estimate_gb: float = 0.0                # `unet.preprocessing.memory` of patch, batch and network, GiB
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(sorted(self.labels))
+
+    @property
+    def nonzero_mask(self) -> bool:
+        """Whether normalization treats zero voxels as outside the object (z-score in the mask)."""
+        return any(n.scheme == "zscore" and n.use_mask for n in self.normalization)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.modalities)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
+        d["normalization"] = [n.to_json() for n in self.normalization]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        return cls(
+            dataset=d["dataset"], modalities=tuple(d["modalities"]),
+            labels={int(k): v for k, v in d["labels"].items()},
+            spacing=tuple(float(s) for s in d["spacing"]),
+            patch_size=tuple(int(p) for p in d["patch_size"]), batch_size=int(d["batch_size"]),
+            filters=tuple(int(f) for f in d["filters"]),
+            strides=tuple(tuple(int(s) for s in level) for level in d["strides"]),
+            kernels=tuple(tuple(int(k) for k in level) for level in d["kernels"]),
+            normalization=tuple(ChannelNormalization.from_json(n) for n in d["normalization"]),
+            median_shape=tuple(int(n) for n in d.get("median_shape", ())),
+            gpu_memory_gb=float(d.get("gpu_memory_gb", DEFAULT_GPU_MEMORY_GB)),
+            memory_estimate_gb=float(d.get("memory_estimate_gb", 0.0)),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        return cls.from_json(read_json(path))
