@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +29,12 @@ def output_to(path: str | os.PathLike | None) -> Iterator[None]:
         os.dup2(log.fileno(), 2)
         try:
             yield
+        except BaseException as error:
+            # Python prints an uncaught exception only after the terminal is restored below, so
+            # without this the log would end without the reason the job failed.
+            if not (isinstance(error, SystemExit) and error.code in (0, None)):
+                traceback.print_exc()
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
