@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -10,16 +11,33 @@ import tensorflow as tf
 
 from unet.data.augmentation import AugmentSettings, augmented_patch
 from unet.data.sampling import patch_start, random_patch
-from unet.data.shards import read_cases
+from unet.data.shards import case_bytes, read_cases
 
-CACHE_LIMIT_BYTES = 4 * 2**30  # cache decoded cases in memory below this size
-# Decoded cases the shuffle buffer holds: bounds memory on large datasets (a BraTS case is ~50 MB).
-SHUFFLE_CASES = 64
+DEFAULT_MEMORY_BYTES = 8 * 2**30  # the decoded cases' budget when the job does not say
+SHUFFLE_CASES = 64  # at most this many decoded cases in the shuffle buffer
+# Cases in flight besides the buffer: the one being cut into patches and those tf.data decodes ahead.
+CASES_IN_FLIGHT = 4
 BORDER = 1  # zero layers around each cached case: rotated patches read them instead of masking
 
 
-def _shard_bytes(shard_dir: Path) -> int:
-    return sum(p.stat().st_size for p in Path(shard_dir).glob("*.tfrecord"))
+@dataclass(frozen=True)
+class CaseBuffers:
+    cache: bool          # keep every decoded case in memory after the first pass
+    shuffle_cases: int   # decoded cases the shuffle buffer holds
+
+
+def case_buffers(sizes: Sequence[int], memory_bytes: int | None = None) -> CaseBuffers:
+    """How many decoded cases the pipeline may hold within `memory_bytes` (None: 8 GiB).
+
+    Caching all cases costs their sum; without the cache the shuffle buffer and the cases in
+    flight hold copies of the largest. A 300 MB CT case and a 4 GB job thus get a buffer of a few
+    cases, not the 64 that would need 19 GB."""
+    budget = DEFAULT_MEMORY_BYTES if memory_bytes is None else int(memory_bytes)
+    largest = max(sizes, default=0) or 1
+    if sum(sizes) + CASES_IN_FLIGHT * largest <= budget:  # the buffer then holds cached cases
+        return CaseBuffers(cache=True, shuffle_cases=max(1, min(len(sizes), SHUFFLE_CASES)))
+    fit = budget // largest - CASES_IN_FLIGHT
+    return CaseBuffers(cache=False, shuffle_cases=int(max(1, min(len(sizes), SHUFFLE_CASES, fit))))
 
 
 def _with_border(item):
@@ -30,18 +48,20 @@ def _with_border(item):
 def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                      batch_size: int, oversampling: float, seed: int, augment: bool = True,
                      patches_per_case: int = 4, elastic: bool = False,
-                     threads: int | None = None) -> tf.data.Dataset:
+                     threads: int | None = None, memory_bytes: int | None = None) -> tf.data.Dataset:
     """Endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
     class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
-    Patch i is made from seed (seed, i), so a run is reproducible.
+    Patch i is made from seed (seed, i), so a run is reproducible. The decoded cases held in
+    memory stay within `memory_bytes` (`case_buffers`).
     """
+    buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
     cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
-    if _shard_bytes(Path(shard_dir)) < CACHE_LIMIT_BYTES:
+    if buffers.cache:
         cases = cases.cache()
-    cases = cases.repeat().shuffle(max(1, min(len(case_ids), SHUFFLE_CASES)), seed=seed)
+    cases = cases.repeat().shuffle(buffers.shuffle_cases, seed=seed)
     patch = tuple(int(p) for p in patch_size)
     settings = AugmentSettings.nnunet(patch, elastic=elastic) if augment else AugmentSettings.off()
 

@@ -83,7 +83,9 @@ def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir:
                 w.write(_example(cid, load_npy(preprocessed_dir / f"{cid}.npy"), seg,
                                  load_locations(preprocessed_dir, cid, seg)))
                 progress.update()
-        shards.append({"file": name, "cases": group})
+        # Decoded bytes per case (image + seg): the input pipeline sizes its buffers from them.
+        shards.append({"file": name, "cases": group,
+                       "case_bytes": {cid: _decoded_bytes(preprocessed_dir, cid) for cid in group}})
     progress.close()
     if computed:
         print(f"no _fg.npy for {len(computed)} case(s) ({', '.join(computed[:5])}"
@@ -91,6 +93,23 @@ def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir:
     index = {"format": FORMAT, "shards": shards}
     write_json(out_dir / INDEX, index)
     return index
+
+
+def _decoded_bytes(preprocessed_dir: Path, case_id: str) -> int:
+    image = np.load(preprocessed_dir / f"{case_id}.npy", mmap_mode="r", allow_pickle=False)
+    return int(image.nbytes + np.prod(image.shape[:3]))  # float32 image + uint8 seg
+
+
+def case_bytes(shard_dir: str | Path, case_ids: Sequence[str]) -> dict[str, int]:
+    """Decoded bytes (image + seg) of each listed case, from the shard index (estimated from the
+    shard files' sizes for shards written before the index recorded them)."""
+    shard_dir = Path(shard_dir)
+    sizes: dict[str, int] = {}
+    for shard in read_json(shard_dir / INDEX)["shards"]:
+        recorded = shard.get("case_bytes") or {}
+        estimate = (shard_dir / shard["file"]).stat().st_size // max(1, len(shard["cases"]))
+        sizes.update({cid: int(recorded.get(cid, estimate)) for cid in shard["cases"]})
+    return {cid: sizes[cid] for cid in case_ids if cid in sizes}
 
 
 def _parse(record):

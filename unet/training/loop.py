@@ -195,12 +195,13 @@ class FoldTrainer:
         the same patches, in the same order, as one that was never interrupted."""
         s, plan = self.settings, self.plan
         seed = epoch_seed(s.seed, epoch)
+        memory_bytes = s.input_memory_mb * 2**20 if s.input_memory_mb else None
         keras.utils.set_random_seed(seed)  # any other randomness (Python, NumPy, TF ops) too
         # The distribution sizes the batches (global or per process) and seeds each process's share.
         return self.distribution.batches(
             lambda batch, shard_seed: training_dataset(self.shard_dir, self.train_ids, plan.patch_size, batch,
                                                        s.oversampling, shard_seed, s.augment,
-                                                       elastic=s.elastic),
+                                                       elastic=s.elastic, memory_bytes=memory_bytes),
             plan.batch_size, seed)
 
     def _save_weights(self, path: Path) -> None:

@@ -30,6 +30,9 @@ class TrainSettings:
     nodes: int = 1                   # > 1: one process per node, MultiWorkerMirroredStrategy (SLURM)
     resume: bool = False
     validation_patches: int = 32
+    # Memory for the input pipeline's decoded cases (MB), from the job's resources, not config:
+    # None = unet.data.pipeline's default.
+    input_memory_mb: int | None = None
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainSettings":
