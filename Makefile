@@ -8,8 +8,9 @@ CORES ?= all
 HVD_VENV := .venv-horovod
 HVD_STAMP := $(HVD_VENV)/.installed
 HOROVOD := horovod==0.28.1
+BENCH := .bench
 
-.PHONY: run test test-fast clean-results horovod-env
+.PHONY: run test test-fast clean-results horovod-env bench-env
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +45,21 @@ $(HVD_STAMP): envs/horovod.txt pyproject.toml
 	$(HVD_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(HVD_VENV)/bin/python -c "import horovod.tensorflow, keras; print('horovod', horovod.__version__, 'keras', keras.__version__)"
 	touch $(HVD_STAMP)
+
+# `make bench-env`: the benchmarks' reference environments, each a complete pin list in envs/ (a
+# measuring stick, not a dependency): $(BENCH)/nnunet-venv, nnU-Net v2 with the CPU build of torch
+# (about 2 GB), and $(BENCH)/jax-venv, jax[cpu] and Keras, then this package editable (about
+# 300 MB). The benchmark_* rules build the one they need through the stamp targets below.
+
+bench-env: $(BENCH)/nnunet-venv/.installed $(BENCH)/jax-venv/.installed
+
+$(BENCH)/nnunet-venv/.installed: envs/nnunet-bench.txt
+	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet -r envs/nnunet-bench.txt
+	touch $@
+
+$(BENCH)/jax-venv/.installed: envs/jax-bench.txt pyproject.toml
+	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet -r envs/jax-bench.txt
+	$(@D)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@

@@ -1,6 +1,30 @@
 # `benchmark_*` rules measure speed; the default target does not run them. Run one by name:
 #   snakemake --cores all benchmark_predict
 # The benchmark runs on the first fold of `folds` (its model and validation cases).
+# The references (nnU-Net v2; Keras on JAX) run from virtualenvs of their own under the
+# workflow's .bench/, pinned by its envs/{name}-bench.txt and built by `make bench-env`;
+# `benchmark_env` runs that make target for the one a benchmark needs, on first use; a
+# benchmark's input is the stamp `make bench-env` writes last into the virtualenv.
+import sys
+
+BENCH_VENV = str(Path(workflow.basedir) / ".bench" / "{name}-venv" / ".installed")
+
+
+rule benchmark_env:
+    input:
+        str(Path(workflow.basedir) / "envs" / "{name}-bench.txt"),
+    output:
+        BENCH_VENV,
+    params:
+        repo=workflow.basedir,  # where the Makefile is
+        python=sys.executable,  # the new virtualenv gets this Python's version
+    log:
+        log_file("benchmark", "{name}-env.log"),
+    wildcard_constraints:
+        name="nnunet|jax",
+    localrule: True
+    shell:
+        "make -C {params.repo:q} PYTHON={params.python:q} .bench/{wildcards.name}-venv/.installed > {log:q} 2>&1"
 
 
 rule benchmark_predict:
@@ -27,8 +51,10 @@ rule benchmark_predict:
 
 # Our validate + fingerprint + plan + preprocess against nnU-Net v2's plan_and_preprocess, each
 # with `threads` processes, on a generated BraTS-like dataset (not the task's own data), so it
-# needs no input; nnU-Net comes from its own virtualenv (.bench/nnunet-venv, made on first use).
+# needs no input but nnU-Net's own virtualenv (.bench/nnunet-venv, made on first use).
 rule benchmark_preprocess:
+    input:
+        nnunet_venv=BENCH_VENV.format(name="nnunet"),
     output:
         res("benchmarks", "preprocess.json"),
     params:
@@ -43,8 +69,10 @@ rule benchmark_preprocess:
 
 # Our training input pipeline (augmented 128^3 patches/s, per core) against nnU-Net v2's
 # nnUNetDataLoader with its training transforms, each with `threads` cores, on generated cases
-# (not the task's own data), so it needs no input; nnU-Net runs in its own virtualenv.
+# (not the task's own data), so it needs no input but nnU-Net's own virtualenv.
 rule benchmark_loader:
+    input:
+        nnunet_venv=BENCH_VENV.format(name="nnunet"),
     output:
         res("benchmarks", "loader.json"),
     params:
@@ -65,6 +93,7 @@ rule benchmark_loader:
 rule benchmark_train:
     input:
         plans=res("plans.json"),
+        jax_venv=BENCH_VENV.format(name="jax"),
     output:
         res("benchmarks", "train.json"),
     params:

@@ -12,7 +12,8 @@ with output_to(snakemake.log[0]):
     p = snakemake.params
     out = Path(snakemake.output[0])
     result = run(snakemake.threads, p.seconds, out, n_cases=p.cases, shape=tuple(p.case_shape),
-                 patch=tuple(p.patch_size), work_dir=out.parent)
+                 patch=tuple(p.patch_size), work_dir=out.parent,
+                 nnunet_venv=Path(snakemake.input.nnunet_venv).parent)  # the input is the stamp inside it
     text = format_result(result)
     print(text)
 print(f"{text}\nwritten to {out}")

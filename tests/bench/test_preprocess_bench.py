@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from unet.bench.preprocess import (AxisMapping, build_report, compare_case, expected_mapping,
-                                   find_mapping, format_report, pearson, synthesize_case,
-                                   to_nnunet_raw)
+from unet.bench.compare import AxisMapping, compare_case, expected_mapping, find_mapping, pearson
+from unet.bench.nnunet_preprocess import to_nnunet_raw
+from unet.bench.preprocess import build_report, format_report
+from unet.bench.synthetic import synthesize_case
 from unet.io.msd import write_dataset_json
 from unet.io.nifti import save_nifti
 from unet.io.orientation import Reorientation

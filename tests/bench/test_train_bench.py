@@ -5,8 +5,9 @@ import dataclasses
 import keras
 import pytest
 
-from unet.bench.train import (benchmark_plan, compile_step, conv_flops, default_plan, forward_flops, format_row,
-                              loop_step, result_row, time_steps)
+from unet.bench.flops import conv_flops, forward_flops
+from unet.bench.train import (benchmark_plan, compile_step, default_plan, format_row, loop_step, result_row,
+                              time_steps)
 
 
 def test_conv_flops_is_two_per_multiply_add():

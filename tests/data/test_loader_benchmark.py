@@ -3,11 +3,12 @@ import json
 
 import numpy as np
 
-from unet.bench.loader import format_result, run, synthetic_case
+from unet.bench.loader import format_result, run
+from unet.bench.synthetic import preprocessed_case
 
 
 def test_synthetic_case_has_nested_labels():
-    image, seg = synthetic_case((24, 20, 22), 3, seed=0)
+    image, seg = preprocessed_case((24, 20, 22), 3, seed=0)
     assert image.shape == (24, 20, 22, 3) and image.dtype == np.float32
     assert set(np.unique(seg)) == {0, 1, 2, 3}
     assert (seg >= 2).sum() < (seg >= 1).sum()  # label 2 inside label 1

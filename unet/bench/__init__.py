@@ -1,1 +1,16 @@
-"""Benchmarks against reference implementations (nnU-Net v2), run by the `benchmark_*` rules."""
+"""Benchmarks against reference implementations, run by the `benchmark_*` rules or as
+`python -m unet.bench.NAME` (preprocess, loader, train, memory).
+
+The references (nnU-Net v2; Keras on JAX) run from virtualenvs of their own, built outside the
+package by `make bench-env`; their folders are passed in (the rules pass theirs; on the command
+line --nnunet-venv, --jax-venv), and nothing here reaches for a file outside the package.
+
+- preprocess: our validate + fingerprint + plan + preprocess against nnUNetv2_plan_and_preprocess,
+  with synthetic (the generated cases of every benchmark), nnunet_preprocess (nnU-Net's side) and
+  compare (the two outputs voxel by voxel);
+- loader: augmented training patches per second against nnU-Net's loader;
+- train: training-step throughput and FLOP rate, with flops (the count) and train_jax (the JAX rows);
+- memory: peak memory of one preprocessing job;
+- nnunet_worker: the code that runs inside the nnU-Net virtualenv; reference_env: finds the
+  virtualenvs and says how to build a missing one.
+"""

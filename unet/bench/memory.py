@@ -2,7 +2,8 @@
 
 Each measurement runs in a fresh subprocess, so its peak resident set size (ru_maxrss of
 RUSAGE_CHILDREN) is that job's alone; a baseline subprocess that only imports the same modules
-and loads nothing is subtracted. The case is a synthetic BraTS-size volume written as NIfTI.
+and loads nothing is subtracted. The case is a synthetic BraTS-size volume written as NIfTI
+(`unet.bench.synthetic.write_nifti_case`).
 
     python -m unet.bench.memory [--shape 240 240 155 4] [--keep DIR]
 """
@@ -18,52 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
+# At module level, so the baseline child imports it too (see _CHILD).
+from unet.bench.synthetic import MEMORY_LABEL_VALUES, write_nifti_case
+
 BRATS_SHAPE = (240, 240, 155, 4)
 # (name, voxel spacing of the case, target spacing of the plan)
 SCENARIOS = (
     ("no resampling", (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
     ("resampling, separate z", (0.8, 0.8, 2.5), (1.0, 1.0, 1.5)),
 )
-LABEL_VALUES = (0, 1, 2, 4)  # as in BraTS
-
-
-def synthetic_case(root: str | Path, shape=BRATS_SHAPE, spacing=(1.0, 1.0, 1.0), seed: int = 0):
-    """Write a brain-like case (ellipsoid head, nested tumour labels, noise) under `root` in MSD
-    layout and return its `Case`."""
-    from unet.io.msd import Case
-    from unet.io.nifti import save_nifti
-
-    rng = np.random.default_rng(seed)
-    spatial = shape[:3]
-    grids = np.ogrid[tuple(slice(0, n) for n in spatial)]
-    centre = [n / 2 for n in spatial]
-
-    def ellipsoid(radii, offset=(0, 0, 0)):
-        return sum(((g - c - o) / r) ** 2 for g, c, o, r in zip(grids, centre, offset, radii)) <= 1
-
-    head = ellipsoid([0.30 * n for n in spatial])
-    image = np.zeros(tuple(spatial) + (shape[3],), np.float32)
-    for c in range(shape[3]):
-        channel = rng.normal(400 + 100 * c, 60, size=spatial).astype(np.float32)
-        channel[~head] = 0
-        image[..., c] = channel
-    label = np.zeros(spatial, np.uint8)
-    for value, scale in zip(LABEL_VALUES[1:], (0.12, 0.07, 0.03)):
-        label[ellipsoid([scale * n for n in spatial], offset=(10, -8, 5))] = value
-    affine = np.diag(list(spacing) + [1.0])
-    root = Path(root)
-    save_nifti(root / "imagesTr" / "case_0.nii.gz", image, affine)
-    save_nifti(root / "labelsTr" / "case_0.nii.gz", label, affine, dtype=np.uint8)
-    return Case("case_0", root / "imagesTr" / "case_0.nii.gz", root / "labelsTr" / "case_0.nii.gz")
-
-
 def synthetic_plan(num_channels: int, target_spacing):
     """A plan that z-scores every channel inside the head and resamples to `target_spacing`."""
     from unet.preprocessing.normalization import ChannelNormalization
     from unet.preprocessing.planning import Plan
 
     return Plan(dataset="synthetic", modalities=tuple(f"ch{c}" for c in range(num_channels)),
-                labels={v: f"label {v}" for v in LABEL_VALUES}, spacing=tuple(target_spacing),
+                labels={v: f"label {v}" for v in MEMORY_LABEL_VALUES}, spacing=tuple(target_spacing),
                 patch_size=(128, 128, 128), batch_size=2, filters=(32,), strides=((1, 1, 1),),
                 kernels=((3, 3, 3),),
                 normalization=(ChannelNormalization("zscore", use_mask=True),) * num_channels)
@@ -136,7 +107,7 @@ def main(argv=None) -> None:
             print(json.dumps(measure(case, SCENARIOS[args.scenario][2], case.image.parents[1] / "out")))
             return
         for index, (name, spacing, target) in enumerate(SCENARIOS):
-            synthetic_case(_scenario_case(index, root).image.parents[1], tuple(args.shape), spacing)
+            write_nifti_case(_scenario_case(index, root).image.parents[1], tuple(args.shape), spacing)
             # Measured from a fresh, small interpreter: RUSAGE_CHILDREN keeps the largest child ever
             # seen, and a child forked from a large process starts with that process's size.
             done = subprocess.run([sys.executable, "-m", "unet.bench.memory", "--scenario", str(index),

@@ -1,46 +1,42 @@
-"""Pinned virtualenvs for the benchmarks' reference runs, made on first use.
+"""The benchmarks' reference virtualenvs, found here, never made here.
 
 nnU-Net v2 (with the CPU build of torch) is the measuring stick of the preprocessing and loader
 benchmarks, and JAX the second backend of the training benchmark; neither is a dependency of the
-package, so each lives in an environment of its own under .bench/, pinned by a file in envs/.
+package, so each lives in an environment of its own, pinned and built outside the package by
+`make bench-env` (the `benchmark_*` rules run that target themselves). The caller says where the
+environment is: the rules pass their own folder, the command lines take --nnunet-venv / --jax-venv.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import venv
+import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-NNUNET_REQUIREMENTS = ROOT / "envs" / "nnunet-bench.txt"
-NNUNET_DIR = ROOT / ".bench" / "nnunet-venv"
+BUILD_COMMAND = "make bench-env"
+STAMP = ".installed"  # written last by the build: without it the install is missing or unfinished
 
 
-def pinned_venv(venv_dir: str | Path, requirements: str | Path, what: str,
-                editable: str | Path | None = None) -> Path:
-    """Path of the Python interpreter of a virtualenv holding `requirements` (and `editable`
-    installed with --no-deps), creating or updating it when needed.
-
-    A stamp file holding the requirements text marks a finished install, so an interrupted
-    install is redone and a changed pin list reinstalls.
-    """
+def venv_python(venv_dir: str | os.PathLike | None, what: str, flag: str, default_name: str) -> Path:
+    """The interpreter of the finished virtualenv `venv_dir` holding `what`; an error naming the
+    folder, the command line flag and the command that builds it when there is none."""
+    build = (f"`{BUILD_COMMAND}` in the repository builds it as .bench/{default_name} "
+             f"(then pass {flag} .bench/{default_name})")
+    if venv_dir is None:
+        raise ValueError(f"{what} runs from a virtualenv of its own, and none was given ({flag}): {build}")
     venv_dir = Path(venv_dir)
-    python, stamp = venv_dir / "bin" / "python", venv_dir / ".installed"
-    wanted = Path(requirements).read_text()
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
-    print(f"installing {what} into {venv_dir} (once)", file=sys.stderr, flush=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
-    if editable is not None:
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(editable)],
-                       check=True)
-    stamp.write_text(wanted)
+    python = venv_dir / "bin" / "python"
+    if not python.exists() or not (venv_dir / STAMP).exists():
+        missing = python if not python.exists() else venv_dir / STAMP
+        raise FileNotFoundError(f"{flag} {venv_dir}: no finished {what} virtualenv there ({missing} is "
+                                f"missing): {build}")
     return python
 
 
-def nnunet_python(venv_dir: str | Path = NNUNET_DIR, requirements: str | Path = NNUNET_REQUIREMENTS) -> Path:
+def nnunet_python(venv_dir: str | os.PathLike | None) -> Path:
     """The nnU-Net v2 virtualenv's interpreter (about 2 GB)."""
-    return pinned_venv(venv_dir, requirements, "nnU-Net v2 and torch (CPU)")
+    return venv_python(venv_dir, "nnU-Net v2", "--nnunet-venv", "nnunet-venv")
+
+
+def jax_python(venv_dir: str | os.PathLike | None) -> Path:
+    """The JAX virtualenv's interpreter (about 300 MB; this package installed in it, editable)."""
+    return venv_python(venv_dir, "JAX (KERAS_BACKEND=jax)", "--jax-venv", "jax-venv")

@@ -9,27 +9,24 @@ benchmark patch) and loss:
 - `tensorflow loop`: the training loop's own step (`FoldTrainer`'s `tf.function` step under its
   distribution strategy, optimizer and loss scaling), what `train` runs;
 - `tensorflow compile`: `model.compile(loss=...)` + `train_on_batch`, like for like with JAX;
-- `jax compile`: the same under KERAS_BACKEND=jax, in a separate virtualenv (.bench/jax-venv,
-  pinned by envs/jax-bench.txt), since the project's own environment has no JAX.
+- `jax compile`: the same under KERAS_BACKEND=jax, in a virtualenv of its own (`make bench-env`;
+  `unet.bench.train_jax`), since the project's own environment has no JAX.
 
-FLOPs: the forward pass's multiply-adds of the convolutions, counted analytically (2 FLOPs per
-multiply-add; normalization, activations and the softmax are left out, being a few % at most);
-a training step is taken as 3x the forward pass (the backward pass computes gradients for both
-inputs and weights, each about one forward pass). NVIDIA's TF2 nnU-Net reaches 29.3 img/s on
-one A100 80GB (AMP, batch 2, 128x128x128x4); `reference` gives the FLOP/s that is by this
+FLOPs (`unet.bench.flops`): 2 per multiply-add of the convolutions, counted analytically; a
+training step is taken as 3x the forward pass. NVIDIA's TF2 nnU-Net reaches 29.3 img/s on one
+A100 80GB (AMP, batch 2, 128x128x128x4); `reference` gives the FLOP/s that is by this
 convention, for comparison with `achieved_tflop_s` on your GPU.
 
-    python -m unet.bench.train --patch 32 --batch 2 --out train.json [--plans plans.json]
+    python -m unet.bench.train --jax-venv .bench/jax-venv --patch 32 --batch 2 --out train.json [--plans plans.json]
+    python -m unet.bench.train --no-jax --patch 32    # TensorFlow only
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,53 +35,15 @@ from typing import Sequence
 
 import numpy as np
 
+from unet.bench.flops import plan_forward_flops
+from unet.bench.reference_env import jax_python
+from unet.bench.train_jax import run_jax
 from unet.preprocessing.planning import Plan, filters_per_level, topology
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "envs" / "jax-bench.txt"
-JAX_VENV = Path(__file__).resolve().parents[2] / ".bench" / "jax-venv"
 # NVIDIA DeepLearningExamples, TensorFlow2 nnU-Net README: training throughput, 1x A100 80GB,
 # AMP, batch 2, BraTS (4 channels) at 128x128x128.
 NVIDIA_REFERENCE = {"throughput_img_s": 29.3, "batch_size": 2, "patch_size": [128, 128, 128], "channels": 4,
                     "classes": 4, "gpu": "A100 80GB", "amp": True}
-
-
-# -- FLOPs -----------------------------------------------------------------------------------------
-def conv_flops(kernel: Sequence[int], c_in: int, c_out: int, voxels: int) -> int:
-    """2 * kernel volume * C_in * C_out * voxels: the multiply-adds of a convolution (x2), with
-    `voxels` its output voxels (for a transposed convolution: its input voxels, see below)."""
-    return 2 * int(np.prod(kernel)) * int(c_in) * int(c_out) * int(voxels)
-
-
-def forward_flops(model, input_shape: Sequence[int]) -> int:
-    """Forward FLOPs of one sample of spatial+channel shape `input_shape` through `model`'s
-    convolutions and transposed convolutions.
-
-    A transposed convolution multiplies each *input* voxel by the whole kernel, so it counts its
-    input voxels (with kernel == stride, as in the U-Net, that is 2 * C_in * C_out * output voxels;
-    counting output voxels times the kernel volume would overstate it by the kernel volume).
-    """
-    import keras
-
-    concrete = keras.models.clone_model(model, input_tensors=keras.Input(shape=tuple(input_shape)))
-    total = 0
-    for layer in concrete.layers:
-        convolution = isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D))
-        if not (convolution or _is_transpose(layer)):
-            continue
-        kernel, c_out = layer.kernel_size, layer.filters
-        c_in = int(layer.input.shape[-1]) // getattr(layer, "groups", 1)
-        if _is_transpose(layer):
-            total += conv_flops(kernel, c_in, c_out, int(np.prod(layer.input.shape[1:-1])))
-        else:
-            total += conv_flops(kernel, c_in, c_out, int(np.prod(layer.output.shape[1:-1])))
-    return total
-
-
-def _is_transpose(layer) -> bool:
-    import keras
-
-    return isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-                              keras.layers.Conv3DTranspose))
 
 
 # -- the network to time ---------------------------------------------------------------------------
@@ -199,7 +158,7 @@ def run_grid(plan: Plan, batch_size: int, amps, xlas, warmup: int, steps: int, p
     import keras
 
     backend = keras.backend.backend()
-    flops = forward_flops(_model_for_counting(plan), (*plan.patch_size, plan.num_channels))
+    flops = plan_forward_flops(plan)
     rows = []
     for path in paths:
         for amp in amps:
@@ -212,49 +171,6 @@ def run_grid(plan: Plan, batch_size: int, amps, xlas, warmup: int, steps: int, p
                 keras.mixed_precision.set_global_policy("float32")
                 keras.backend.clear_session()
     return rows
-
-
-def _model_for_counting(plan: Plan):
-    import keras
-
-    from unet.model.network import build_from_plan
-
-    keras.mixed_precision.set_global_policy("float32")
-    return build_from_plan(plan)
-
-
-# -- JAX, in its own virtualenv --------------------------------------------------------------------
-def jax_python(venv_dir: str | Path = JAX_VENV, requirements: str | Path = REQUIREMENTS) -> Path:
-    """The JAX virtualenv's interpreter (about 300 MB): the pinned requirements, then this package."""
-    from unet.bench.reference_env import ROOT, pinned_venv
-
-    return pinned_venv(venv_dir, requirements, "jax[cpu] and keras", editable=ROOT)
-
-
-def run_jax(plan: Plan, batch_size: int, amps, warmup: int, steps: int, threads: int | None = None) -> dict:
-    """`jax compile` rows from a subprocess in the JAX virtualenv (XLA is how JAX always runs)."""
-    python = jax_python()
-    with tempfile.TemporaryDirectory() as tmp:
-        job = Path(tmp) / "job.json"
-        job.write_text(json.dumps({"plan": plan.to_json(), "batch_size": batch_size, "amps": list(amps),
-                                   "warmup": warmup, "steps": steps}))
-        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-        if threads:  # XLA's CPU thread pool, as TF_NUM_INTRAOP_THREADS for TensorFlow
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=true "
-                                f"intra_op_parallelism_threads={threads}").strip()
-        subprocess.run([str(python), "-m", "unet.bench.train", "--jax-job", str(job)], env=env, check=True)
-        return json.loads((Path(tmp) / "result.json").read_text())
-
-
-def _jax_job(job_path: Path) -> None:
-    import jax
-    import keras
-
-    job = json.loads(job_path.read_text())
-    plan = Plan.from_json(job["plan"])
-    rows = run_grid(plan, job["batch_size"], job["amps"], [True], job["warmup"], job["steps"], ["compile"])
-    result = {"rows": rows, "jax": jax.__version__, "keras": keras.__version__, "devices": [str(d) for d in jax.devices()]}
-    (job_path.parent / "result.json").write_text(json.dumps(result))
 
 
 # -- the whole benchmark ---------------------------------------------------------------------------
@@ -272,7 +188,7 @@ def reference() -> dict:
     filters 32 doubling to 320, six levels: our planner's network for that patch)."""
     nv = NVIDIA_REFERENCE
     big = benchmark_plan(default_plan(nv["channels"], nv["classes"]), nv["patch_size"])
-    flops = forward_flops(_model_for_counting(big), (*big.patch_size, nv["channels"]))
+    flops = plan_forward_flops(big)
     return {**nv, "filters": list(big.filters), "forward_gflop_per_patch": flops / 1e9,
             "tflop_s": 3 * flops * nv["throughput_img_s"] / 1e12}
 
@@ -285,18 +201,22 @@ def device_amps(amps, gpu: bool) -> list:
 
 def benchmark_train(plan: Plan, patch_size: Sequence[int], batch_size: int, amps=(False, True),
                     xlas=(False, True), warmup: int = 3, steps: int = 20, jax: bool = True,
-                    threads: int | None = None) -> dict:
+                    threads: int | None = None, jax_venv: str | Path | None = None) -> dict:
+    """The grid on TensorFlow (loop and compile), then with `jax` the `jax compile` rows from the
+    virtualenv `jax_venv` (`make bench-env`); rows, FLOPs, environment and NVIDIA's reference."""
     import tensorflow as tf
 
+    if jax:
+        jax_python(jax_venv)  # a missing virtualenv stops here, before the TensorFlow grid
     plan = benchmark_plan(plan, patch_size)
     amps = device_amps(amps, bool(tf.config.list_physical_devices("GPU")))
     rows = run_grid(plan, batch_size, amps, xlas, warmup, steps, ["loop", "compile"])
     jax_info = None
     if jax:
-        result = run_jax(plan, batch_size, amps, warmup, steps, threads)
+        result = run_jax(plan, batch_size, amps, warmup, steps, jax_venv, threads)
         rows += result.pop("rows")
         jax_info = result
-    flops = forward_flops(_model_for_counting(plan), (*plan.patch_size, plan.num_channels))
+    flops = plan_forward_flops(plan)
     return {"environment": {**environment(threads), "jax": jax_info},
             "network": {"patch_size": list(plan.patch_size), "channels": plan.num_channels,
                         "classes": plan.num_classes, "filters": list(plan.filters),
@@ -344,13 +264,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-jax", action="store_true", help="skip the KERAS_BACKEND=jax measurement")
+    parser.add_argument("--jax-venv", help="folder of the JAX virtualenv (required unless --no-jax; "
+                                           "`make bench-env` builds .bench/jax-venv)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="JSON file to write")
-    parser.add_argument("--jax-job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.jax_job:
-        _jax_job(Path(args.jax_job))
-        return
+    if not args.no_jax:
+        try:
+            jax_python(args.jax_venv)
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(f"{error}; or measure TensorFlow only with --no-jax")
     if args.threads:
         from unet.runtime import configure_tensorflow
 
@@ -358,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = Plan.load(args.plans) if args.plans else default_plan()
     patch = args.patch * 3 if len(args.patch) == 1 else args.patch
     result = benchmark_train(plan, patch, args.batch, _flag_list(args.amp), _flag_list(args.xla), args.warmup,
-                             args.steps, jax=not args.no_jax, threads=args.threads)
+                             args.steps, jax=not args.no_jax, threads=args.threads, jax_venv=args.jax_venv)
     if args.out:
         from unet.io.atomic import write_json
 
