@@ -42,7 +42,7 @@ def _commands(path: Path) -> list[str]:
                 if part and not part.startswith("#"):
                     commands.append(part)
     commands += [span for span in re.findall(r"`([^`\n]+)`", text)
-                 if span.startswith(PROGRAMS) and " " in span and not span.endswith((".py", "/"))]
+                 if span.startswith(PROGRAMS) and " " in span and not span.endswith((".py", "/", " -m"))]
     return commands
 
 

@@ -31,7 +31,7 @@ SCENARIOS = (
 def synthetic_plan(num_channels: int, target_spacing):
     """A plan that z-scores every channel inside the head and resamples to `target_spacing`."""
     from unet.preprocessing.normalization import ChannelNormalization
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     return Plan(dataset="synthetic", modalities=tuple(f"ch{c}" for c in range(num_channels)),
                 labels={v: f"label {v}" for v in MEMORY_LABEL_VALUES}, spacing=tuple(target_spacing),

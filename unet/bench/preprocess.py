@@ -56,7 +56,8 @@ def run_ours(data_dir: str | Path, out_dir: str | Path, cores: int) -> dict:
     from unet.io.atomic import write_json
     from unet.io.datasets import prepare_dataset
     from unet.preprocessing.fingerprint import compute_fingerprint
-    from unet.preprocessing.planning import Plan, make_plans
+    from unet.preprocessing.plan import Plan
+    from unet.preprocessing.planning import make_plans
 
     out_dir, times = Path(out_dir), {}
     start = time.perf_counter()

@@ -38,7 +38,8 @@ import numpy as np
 from unet.bench.flops import plan_forward_flops
 from unet.bench.reference_env import jax_python
 from unet.bench.train_jax import run_jax
-from unet.preprocessing.planning import Plan, filters_per_level, topology
+from unet.preprocessing.plan import Plan
+from unet.preprocessing.topology import filters_per_level, topology
 
 # NVIDIA DeepLearningExamples, TensorFlow2 nnU-Net README: training throughput, 1x A100 80GB,
 # AMP, batch 2, BraTS (4 channels) at 128x128x128.

@@ -43,7 +43,7 @@ def run_job(job_path: Path) -> None:
     import keras
 
     from unet.bench.train import run_grid
-    from unet.preprocessing.planning import Plan
+    from unet.preprocessing.plan import Plan
 
     job = json.loads(job_path.read_text())
     plan = Plan.from_json(job["plan"])
