@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -16,13 +16,12 @@ from unet.io.nifti import save_nifti
 from unet.inference.regions import Regions, check_regions, region_membership_table, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
-from unet.inference.sliding_window import sliding_window_inference
+from unet.inference.sliding_window import Predictor, sliding_window_inference
 from unet.io.msd import Case
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.planning import Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
-Predictor = Callable[[np.ndarray], np.ndarray]
 CaseInput = tuple[str, np.ndarray, CaseGeometry]
 
 
