@@ -28,6 +28,8 @@ LIGHT_MODULES = [
     "unet.inference.sliding_window",
     "unet.inference.restore",
     "unet.inference.predict",
+    "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
+    "unet.training.multinode",
 ]
 
 

@@ -99,15 +99,11 @@ def run_predict(command: PredictCommand) -> list[Path]:
     configure_tensorflow(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                          else os.cpu_count() or 1)
     from unet.inference.predict import PredictSettings
+    from unet.inference.regions import regions_from_setting
     from unet.inference.standalone import predict_folder
 
-    regions = None
-    if command.regions:
-        from unet.io.atomic import read_json
-        from unet.inference.regions import trained_regions
-
-        regions = trained_regions("dataset", read_json(command.results_dir / "dataset.ok").get("regions"),
-                                  where="--regions")
+    regions = regions_from_setting("dataset" if command.regions else None, command.results_dir / "dataset.ok",
+                                   where="--regions")
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
                                batch_size=command.batch_size,
                                save_probabilities=command.save_probabilities, regions=regions)

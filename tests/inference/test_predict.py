@@ -1,11 +1,13 @@
 import itertools
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from unet.inference.predict import (PredictSettings, ensemble_predictor, predict_cases,
-                                    preprocessed_inputs, raw_inputs, write_predictions)
+from unet.inference.predict import (PredictSettings, ensemble_predictor, predict_cases, predict_fold,
+                                    predict_test_set, preprocessed_inputs, raw_inputs, write_predictions)
+from unet.io.atomic import write_json
 
 # Keras' own saving converts TF variables with np.array(copy=False) under numpy 2.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -140,6 +142,36 @@ def test_predict_test_cases_with_an_ensemble(preprocessed_demo, saved_models, tm
                             tmp_path / "test", plan.patch_size, plan.label_values, settings)
     assert [p.name for p in written] == [f"{case.id}.nii.gz" for case in dataset.test]
     _check_prediction(written[0], dataset.test[0].image, plan.label_values)
+
+
+def test_a_run_predicts_with_the_regions_its_models_were_trained_with(tmp_path):
+    ready = tmp_path / "dataset.ok"
+    write_json(ready, {"regions": {"whole": [1, 2], "core": [2]}})
+    masked, unmasked = SimpleNamespace(nonzero_mask=True), SimpleNamespace(nonzero_mask=False)
+    settings = PredictSettings.for_run({"overlap": 0.25, "tta": True}, "dataset", ready, masked)
+    assert settings == PredictSettings(overlap=0.25, tta=True, regions={"whole": [1, 2], "core": [2]},
+                                       background_outside_mask=True)
+    # Explicit regions or none: dataset.ok is not needed.
+    assert PredictSettings.for_run({}, {"x": [1]}, tmp_path / "missing", unmasked).regions == {"x": [1]}
+    assert PredictSettings.for_run({}, None, tmp_path / "missing", unmasked) == PredictSettings()
+    with pytest.raises(ValueError, match="config predict: unknown keys"):
+        PredictSettings.for_run({"overlapp": 0.5}, None, ready, unmasked)
+
+
+def test_the_prediction_rules_read_the_runs_files(preprocessed_demo, saved_models, tmp_path):
+    dataset = preprocessed_demo.dataset
+    write_json(tmp_path / "plans.json", preprocessed_demo.plans)
+    write_json(tmp_path / "dataset.ok", {"regions": {}})
+    ids = [case.id for case in dataset.training]
+    write_json(tmp_path / "splits.json", [{"train": ids[1:], "val": ids[:1]}, {"train": ids[:1], "val": ids[1:]}])
+    run = {"plans": tmp_path / "plans.json", "dataset_ok": tmp_path / "dataset.ok",
+           "section": {"overlap": 0.25, "batch_size": 8}, "regions": None}
+    written = predict_fold(saved_models[0], tmp_path / "splits.json", 1, preprocessed_demo.preprocessed,
+                           tmp_path / "fold_1", **run)
+    assert written == [tmp_path / "fold_1" / f"{cid}.nii.gz" for cid in ids[1:]]
+    written = predict_test_set(saved_models, dataset.root, tmp_path / "test", **run)
+    assert written == [tmp_path / "test" / f"{case.id}.nii.gz" for case in dataset.test]
+    _check_prediction(written[0], dataset.test[0].image, preprocessed_demo.plan.label_values)
 
 
 def _nonzero_box(mask):

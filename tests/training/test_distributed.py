@@ -183,8 +183,8 @@ def test_horovod_ranks_end_with_identical_weights(demo_workspace, tmp_path, horo
 
 @pytest.mark.workflow
 def test_two_horovod_ranks_train_one_fold(demo_workspace, tmp_path, horovod_python):
-    """The loop's Horovod path end to end, as the train rule starts it (unet.training.multinode)."""
-    from unet.training import multinode
+    """The loop's Horovod path end to end, as the train rule starts it (unet.training.launch)."""
+    from unet.training import launch
 
     fold = tmp_path / "fold_0"
     plan_file = tmp_path / "plans.json"
@@ -196,7 +196,7 @@ def test_two_horovod_ranks_train_one_fold(demo_workspace, tmp_path, horovod_pyth
         "curves": str(fold / "curves.png"),
         "settings": {"epochs": 2, "steps_per_epoch": 2, "gpus": 0, "distribution": "horovod",
                      "validation_patches": 4}}))
-    cmd = multinode.horovod_command(job, str(horovod_python), gpus=2, nodes=1)
+    cmd = launch.horovod_command(job, str(horovod_python), gpus=2, nodes=1)
     run = subprocess.Popen(cmd, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     out = _run_all([run])[0]
     epochs = {rank: [line.split(":", 1)[1] for line in out.splitlines() if line.startswith(f"[{rank}]<stdout>:epoch")]

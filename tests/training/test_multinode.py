@@ -1,5 +1,5 @@
-"""Training on several nodes (unet/training/multinode.py): the srun launch, each worker's outputs,
-and two CPU workers on this machine training one fold together."""
+"""Training workers (unet/training/multinode.py): each worker's outputs and rank, and two CPU
+workers on this machine training one fold together. Starting them: test_launch.py."""
 
 from __future__ import annotations
 
@@ -11,23 +11,6 @@ import sys
 import pytest
 
 from unet.training import multinode
-
-
-def test_srun_starts_one_task_per_node_with_its_gpus_and_cpus():
-    cmd = multinode.srun_command("/shared/.snakemake/scripts/tmp.train.py", nodes=3, gpus=4, cpus=16)
-    assert cmd[:8] == ["srun", "--nodes=3", "--ntasks=3", "--ntasks-per-node=1", "--cpus-per-task=16",
-                       "--kill-on-bad-exit=1", "--label", "--gpus-per-task=4"]
-    assert cmd[8:] == [sys.executable, "/shared/.snakemake/scripts/tmp.train.py", multinode.WORKER_FLAG]
-    assert multinode.is_worker(cmd[9:]) and not multinode.is_worker(cmd[9:10])
-    # CPU nodes ask for no GPUs; the launcher may carry options (the rule's `mpi` resource).
-    cpu = multinode.srun_command("train.py", nodes=2, gpus=0, cpus=8, launcher="srun --mpi=pmix")
-    assert cpu[:2] == ["srun", "--mpi=pmix"] and not any(a.startswith("--gpus") for a in cpu)
-
-
-def test_launching_outside_a_slurm_job_names_the_setting(monkeypatch):
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    with pytest.raises(RuntimeError, match="train.nodes=2"):
-        multinode.launch_workers("train.py", nodes=2, gpus=1, cpus=4)
 
 
 def test_worker_0_writes_the_fold_the_others_a_scratch_copy(tmp_path):
@@ -121,27 +104,6 @@ def test_two_cpu_workers_train_one_fold_together(demo_workspace, tmp_path, free_
         assert (fold / name).is_file(), name
     assert len((fold / "training_log.jsonl").read_text().splitlines()) == 2
     assert not os.path.exists(reports[1]["out"])
-
-
-def test_horovod_workers_one_per_gpu_by_srun_or_horovodrun(tmp_path, monkeypatch):
-    job = tmp_path / "horovod_job.json"
-    python = "/repo/.venv-horovod/bin/python"
-    worker = [python, "-m", "unet.training.multinode", str(job)]
-    # In a SLURM job: one srun task per GPU over all nodes, each with one GPU.
-    assert multinode.horovod_command(job, python, gpus=4, nodes=2, launcher="srun --mpi=pmix", in_slurm=True) == [
-        "srun", "--mpi=pmix", "--nodes=2", "--ntasks=8", "--ntasks-per-node=4", "--kill-on-bad-exit=1", "--label",
-        "--gpus-per-task=1", *worker]
-    # Elsewhere: horovodrun (beside that Python) with Gloo, one process per GPU, at least one.
-    assert multinode.horovod_command(job, python, gpus=2, nodes=1) == [
-        "/repo/.venv-horovod/bin/horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", *worker]
-    assert multinode.horovod_command(job, python, gpus=0, nodes=1)[1:3] == ["-np", "1"]
-    # Horovod's Python: .venv-horovod's where this one has no Horovod, else a clear error.
-    if multinode.find_horovod() is None:
-        with pytest.raises(RuntimeError, match="make horovod-env"):
-            multinode.horovod_python(tmp_path)
-        (tmp_path / ".venv-horovod" / "bin").mkdir(parents=True)
-        (tmp_path / ".venv-horovod" / "bin" / "python").write_text("")
-        assert multinode.horovod_python(tmp_path) == str(tmp_path / ".venv-horovod" / "bin" / "python")
 
 
 def test_a_horovod_rank_is_a_worker_rank(monkeypatch):

@@ -17,8 +17,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from unet.inference.predict import CaseInput, Predictor, PredictSettings, predict_case
+from unet.inference.predict import CaseInput, PredictSettings, predict_case
 from unet.inference.restore import labels_from_cropped, probabilities_to_cropped
+from unet.inference.sliding_window import Predictor
 
 
 @dataclass

@@ -1,28 +1,30 @@
-"""Predicting preprocessed cases with one or several trained models, written as raw-grid NIfTI."""
+"""Predicting preprocessed cases with one or several trained models, written as raw-grid NIfTI;
+the workflow's two prediction rules (`predict_fold`, `predict_test_set`) at the end."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from unet.config import settings_from
+from unet.data.splits import load_fold
 from unet.io.atomic import atomic_path, load_npy
 from unet.io.nifti import save_nifti
-from unet.inference.regions import Regions, check_regions, region_membership, region_order
+from unet.inference.regions import (Regions, check_regions, region_membership, region_order,
+                                    regions_from_setting)
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
-from unet.inference.sliding_window import sliding_window_inference
-from unet.io.msd import Case
+from unet.inference.sliding_window import Predictor, sliding_window_inference
+from unet.io.msd import Case, load_dataset
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.plan import Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
-Predictor = Callable[[np.ndarray], np.ndarray]
 CaseInput = tuple[str, np.ndarray, CaseGeometry]
 
 
@@ -44,6 +46,13 @@ class PredictSettings:
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
         return settings_from(cls, section, "predict")
+
+    @classmethod
+    def for_run(cls, section: dict, regions, dataset_ok: str | Path, plan: Plan) -> "PredictSettings":
+        """Config `predict` (`section`) for the models of a run: trained with `regions` (config
+        train.regions; "dataset" is read from the run's `dataset_ok`), on `plan`."""
+        return cls.from_config({**section, "regions": regions_from_setting(regions, dataset_ok),
+                                "background_outside_mask": plan.nonzero_mask})
 
 
 def load_models(paths: Sequence[str | Path]) -> list:
@@ -181,3 +190,28 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
     return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings)
+
+
+# -- The workflow's rules -------------------------------------------------------------------------
+# Both predict with the run's plan and the regions the models were trained with (config
+# train.regions and predict, `section`; the download stage's dataset.ok).
+
+def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
+                 out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict,
+                 regions) -> list[Path]:
+    """Rule `predict`: the validation cases of `fold`, from the preprocess stage's files."""
+    plan = Plan.load(plans)
+    settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
+    cases = load_fold(splits, fold)["val"]
+    return predict_cases([model], preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
+                         plan.patch_size, plan.label_values, settings)
+
+
+def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path, *,
+                     plans: str | Path, dataset_ok: str | Path, section: dict, regions) -> list[Path]:
+    """Rule `ensemble`: the dataset's test images (imagesTs), probabilities averaged over `models`."""
+    plan = Plan.load(plans)
+    settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
+    cases = load_dataset(data_dir).test
+    return predict_cases(list(models), raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
+                         plan.label_values, settings)

@@ -9,9 +9,12 @@ For BraTS, whole tumour {1, 2, 4} -> 2 (edema), tumour core {1, 4} -> 1, enhanci
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from unet.io.atomic import read_json
 
 Regions = Mapping[str, Sequence[int]]
 THRESHOLD = 0.5
@@ -90,3 +93,11 @@ def region_membership(regions: Regions, label_values: Sequence[int]) -> np.ndarr
     probabilities as it is; the region loss takes its transpose, (class index, region)."""
     return np.array([[int(v) in {int(x) for x in values} for v in label_values] for values in regions.values()],
                     dtype=bool)
+
+
+def regions_from_setting(setting, dataset_ok: str | os.PathLike,
+                         where: str = "train.regions") -> dict[str, list[int]] | None:
+    """`trained_regions` for a run: "dataset" names the regions the download stage recorded in
+    `dataset_ok` (from dataset.json), which is read only then."""
+    found = read_json(dataset_ok).get("regions") if setting == "dataset" else None
+    return trained_regions(setting, found, where)

@@ -23,6 +23,8 @@ import numpy as np
 
 BLEND_MODES = ("gaussian", "constant")
 
+# The predictor of every prediction path (here, unet.inference.predict and .benchmark): any callable
+# from a batch of patches (B, *patch, C) to probabilities (B, *patch, K).
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 

@@ -1,57 +1,74 @@
-"""Training on several nodes under SLURM: one process per node, started with `srun`.
+"""One training worker: the job it trains, its rank among the workers, and where it writes.
 
-With `train.nodes` > 1 the train rule asks SLURM for that many nodes and one task per node
-(rules/common.smk, `train_resources`). The rule's script then runs first in the job's batch
-step, where `launch_workers` starts it again on every node and waits; each of those copies
-(`is_worker`) trains as one worker of a MultiWorkerMirroredStrategy (unet.training.strategy).
+A fold's training runs in one process or in several workers (one per node, or Horovod's one per
+GPU), which `unet.training.launch` starts. A `TrainJob` describes the fold; workers in other
+processes read it from a JSON job file, started as `python -m unet.training.multinode JOB` (the
+package's module, so any Python with `unet` installed can be a worker, .venv-horovod's included).
 TensorFlow needs every worker to write checkpoints and the model; worker 0 writes the fold's
 real outputs, the others write to a scratch folder that is removed afterwards (`worker_outputs`).
-No TensorFlow here: the batch step only waits.
+TensorFlow is imported only by `train_worker`, so reading a job costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-WORKER_FLAG = "--unet-train-worker"
+from unet.data.splits import load_fold
+from unet.inference.regions import regions_from_setting
+from unet.io.atomic import read_json, write_json
+from unet.training.settings import TrainSettings
 
 
-def is_worker(argv: Sequence[str]) -> bool:
-    """Whether this process is one of the per-node copies `launch_workers` started."""
-    return WORKER_FLAG in argv
+@dataclass(frozen=True)
+class TrainJob:
+    """One fold's training: its data, its outputs and its settings. As JSON (`save`, `load`):
+    {plans, shards, train, val, out_dir, model, curves, settings}, settings as config `train`."""
+
+    plans: str
+    shards: str
+    train: tuple[str, ...]     # case ids
+    val: tuple[str, ...]
+    out_dir: str               # checkpoints and training_log.jsonl
+    model: str
+    curves: str | None
+    settings: TrainSettings
+
+    @classmethod
+    def for_fold(cls, splits: str | os.PathLike, fold: int, *, plans: str | os.PathLike,
+                 shards: str | os.PathLike, model: str | os.PathLike, curves: str | os.PathLike | None,
+                 config: dict, dataset_ok: str | os.PathLike) -> "TrainJob":
+        """Fold `fold` of the `splits` file, trained with config `train` (`config`), written beside
+        `model`. `regions: dataset` is resolved here from what the download stage found
+        (`dataset_ok`), so that every worker trains on the same explicit regions."""
+        split = load_fold(splits, fold)
+        regions = regions_from_setting(config.get("regions"), dataset_ok)
+        return cls(plans=str(plans), shards=str(shards), train=tuple(split["train"]), val=tuple(split["val"]),
+                   out_dir=str(Path(model).parent), model=str(model), curves=str(curves) if curves else None,
+                   settings=TrainSettings.from_config({**config, "regions": regions}))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the job file (atomically: a worker never reads half of it); returns `path`."""
+        write_json(path, asdict(self))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainJob":
+        job = read_json(path)
+        return cls(plans=job["plans"], shards=job["shards"], train=tuple(job["train"]), val=tuple(job["val"]),
+                   out_dir=job["out_dir"], model=job["model"], curves=job.get("curves"),
+                   settings=TrainSettings.from_config(job["settings"]))
 
 
 def worker_rank() -> int:
     """This process's rank: Horovod's (horovodrun sets HOROVOD_RANK) or the srun task's."""
     return int(os.environ.get("HOROVOD_RANK", os.environ.get("SLURM_PROCID", "0")))
-
-
-def srun_command(script: str, nodes: int, gpus: int, cpus: int, launcher: str = "srun") -> list[str]:
-    """`launcher` (the rule's `mpi` resource, e.g. `srun` or `srun --mpi=pmix`) running `script`
-    as one task per node, each with `cpus` CPUs and `gpus` GPUs; output lines labelled by task."""
-    cmd = [*shlex.split(launcher), f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
-           f"--cpus-per-task={max(1, cpus)}", "--kill-on-bad-exit=1", "--label"]
-    if gpus > 0:
-        cmd.append(f"--gpus-per-task={gpus}")
-    return [*cmd, sys.executable, script, WORKER_FLAG]
-
-
-def launch_workers(script: str, nodes: int, gpus: int, cpus: int, launcher: str = "srun") -> None:
-    """Run `script` on `nodes` nodes of the current SLURM job and wait; raise if a task fails."""
-    if "SLURM_JOB_ID" not in os.environ or shutil.which(shlex.split(launcher)[0]) is None:
-        raise RuntimeError(f"config train.nodes={nodes}: training on several nodes runs inside a SLURM job; "
-                           "run Snakemake with --workflow-profile profiles/slurm, or set train.nodes: 1")
-    cmd = srun_command(script, nodes, gpus, cpus, launcher)
-    print("starting one training process per node:", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 @contextlib.contextmanager
@@ -71,58 +88,20 @@ def worker_outputs(out_dir: str | os.PathLike, model_path: str | os.PathLike, cu
         yield scratch, scratch / Path(model_path).name, None
 
 
-# -- Horovod ---------------------------------------------------------------------------------------
-# train.distribution: horovod. Horovod lives in its own environment (.venv-horovod, TensorFlow 2.15,
-# no Snakemake: `make horovod-env`), so the workers do not rerun the rule's script: the script writes
-# the fold's arguments to a JSON job file and starts `python -m unet.training.multinode JOB` in that
-# environment, one process per GPU: with srun (one task per GPU) inside a SLURM job, else horovodrun.
+def train_worker(job: TrainJob, rank: int = 0) -> None:
+    """Train `job` as worker `rank` (0: the only worker, or the one that writes the fold)."""
+    from unet.preprocessing.plan import Plan
+    from unet.training.loop import train_fold
 
-def find_horovod():
-    """Horovod's module spec in this Python, or None (without importing TensorFlow)."""
-    import importlib.util
-
-    return importlib.util.find_spec("horovod")
-
-
-def horovod_python(repo: str | os.PathLike = ".") -> str:
-    """A Python that can import Horovod: this one, else `repo`/.venv-horovod's."""
-    if find_horovod() is not None:
-        return sys.executable
-    venv = Path(repo) / ".venv-horovod" / "bin" / "python"
-    if venv.is_file():
-        return str(venv.absolute())
-    raise RuntimeError("config train.distribution: horovod needs Horovod, which neither this Python nor "
-                       f"{venv} has: run `make horovod-env` (pins in envs/horovod.txt), or set "
-                       "train.distribution: auto")
-
-
-def horovod_command(job: str | os.PathLike, python: str, gpus: int, nodes: int,
-                    launcher: str = "srun", in_slurm: bool = False) -> list[str]:
-    """The command that trains `job` with one Horovod process per GPU (at least one per node)."""
-    per_node = max(1, gpus)
-    worker = [python, "-m", "unet.training.multinode", str(job)]
-    if in_slurm:
-        cmd = [*shlex.split(launcher), f"--nodes={nodes}", f"--ntasks={per_node * nodes}",
-               f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1", "--label"]
-        return [*cmd, *(["--gpus-per-task=1"] if gpus > 0 else []), *worker]
-    horovodrun = str(Path(python).parent / "horovodrun")
-    return [horovodrun, "-np", str(per_node), "-H", f"localhost:{per_node}", "--gloo", *worker]
+    with worker_outputs(job.out_dir, job.model, job.curves, rank, job.settings.resume) as (out_dir, model, curves):
+        train_fold(Plan.load(job.plans), job.settings, job.shards, job.train, job.val, out_dir=out_dir,
+                   model_path=model, curves_path=curves)
 
 
 def main(argv: Sequence[str]) -> None:
-    """`python -m unet.training.multinode JOB`: one Horovod worker training the fold in JOB, a JSON
-    file of {plans, shards, train, val, out_dir, model, curves, settings}."""
-    import json
-
-    from unet.preprocessing.plan import Plan
-    from unet.training.loop import train_fold
-    from unet.training.settings import TrainSettings
-
-    job = json.loads(Path(argv[0]).read_text())
-    settings = TrainSettings.from_config(job["settings"])
-    with worker_outputs(job["out_dir"], job["model"], job["curves"], worker_rank(), settings.resume) as paths:
-        train_fold(Plan.load(job["plans"]), settings, job["shards"], job["train"], job["val"],
-                   out_dir=paths[0], model_path=paths[1], curves_path=paths[2])
+    """`python -m unet.training.multinode JOB`: one worker (rank from srun or horovodrun) of JOB.
+    Threads and GPUs come with the environment the launching process set up and passed on."""
+    train_worker(TrainJob.load(argv[0]), worker_rank())
 
 
 if __name__ == "__main__":
