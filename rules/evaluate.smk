@@ -6,6 +6,7 @@
 rule evaluate:
     input:
         predictions=res("predictions", "fold_{fold}"),
+        splits=res("splits.json"),
         plans=res("plans.json"),
         ready=res("dataset.ok"),
     output:

@@ -214,3 +214,18 @@ def test_write_table_csv_roundtrip(tmp_path):
     pd.testing.assert_frame_equal(back.drop(columns="label_value"),
                                   df.drop(columns="label_value"), check_dtype=False)
     assert [p.name for p in out.parent.iterdir()] == ["fold_1.csv"]  # no temp file left
+
+
+def test_evaluate_folder_refuses_predictions_that_do_not_match_the_fold(tmp_path):
+    """A missing prediction must not turn into a mean over fewer cases, nor an extra one sneak in."""
+    pred, ref = two_label_case()
+    pred_dir, ref_a = write_pair(tmp_path, "case_a", pred, ref)
+    _, ref_b = write_pair(tmp_path, "case_b", ref, ref)
+    refs = {"case_a": ref_a, "case_b": ref_b, "case_c": ref_b}
+    df = evaluate_folder(pred_dir, refs, LABELS, [], fold=1, expected=["case_a", "case_b"])
+    assert sorted(set(df["case"])) == ["case_a", "case_b"]
+    with pytest.raises(ValueError, match=r"missing \['case_c'\]") as err:
+        evaluate_folder(pred_dir, refs, LABELS, [], fold=1, expected=["case_a", "case_b", "case_c"])
+    assert str(pred_dir) in str(err.value) and "fold 1" in str(err.value)
+    with pytest.raises(ValueError, match=r"not in the fold \['case_b'\]"):
+        evaluate_folder(pred_dir, refs, LABELS, [], fold=1, expected=["case_a"])

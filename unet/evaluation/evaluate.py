@@ -138,8 +138,11 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 
 def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | os.PathLike],
                     labels: Mapping[int, str], regions: Sequence[Region] = (),
-                    fold: int = 0, empty: str = "nan") -> pd.DataFrame:
+                    fold: int = 0, empty: str = "nan", expected: Sequence[str] | None = None) -> pd.DataFrame:
     """Evaluate every `{case}.nii.gz` in `pred_dir` against `ref_paths[case]`.
+
+    `expected` (the fold's validation cases): a missing or extra prediction is an error naming
+    the cases, never a mean over fewer cases.
 
     Distances and volumes use the reference's voxel spacing (a differing prediction spacing
     is warned about). Returns the tidy table (columns `COLUMNS`), cases in sorted order, with
@@ -151,6 +154,14 @@ def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | o
     check_empty(empty)
     pred_dir = Path(pred_dir)
     pred_files = sorted(p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith("."))
+    if expected is not None:
+        found = {_case_id(p) for p in pred_files}
+        missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
+        if missing or extra:
+            raise ValueError(f"{pred_dir}: the predictions do not match fold {fold}'s validation cases: "
+                             + "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                                           f"not in the fold {extra}" if extra else "") if part)
+                             + ". Rerun the fold's predict rule (--forcerun predict).")
     rows: list[dict] = []
     for pred_path in tqdm(pred_files, desc=f"evaluate fold {fold}", unit="case"):
         case_id = _case_id(pred_path)
