@@ -1,5 +1,7 @@
 # `predict`: the validation cases of one fold; `ensemble`: the test images, averaged over folds.
 # Both write {case}.nii.gz, and {case}.npz (probabilities) with predict.save_probabilities.
+# `predict.batch_size` changes no result: it is read from config, not params.
+from unet.config import result_settings
 
 
 rule predict:
@@ -12,7 +14,7 @@ rule predict:
     output:
         directory(res("predictions", "fold_{fold}")),
     params:
-        predict=config["predict"],
+        predict=result_settings(config, "predict"),
         regions=config["train"].get("regions"),
         preprocessed_dir=res("preprocessed"),
     log:
@@ -34,7 +36,7 @@ rule ensemble:
     output:
         directory(res("predictions", "test")),
     params:
-        predict=config["predict"],
+        predict=result_settings(config, "predict"),
         regions=config["train"].get("regions"),
         data_dir=str(DATA_DIR),
     log:

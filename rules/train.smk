@@ -1,5 +1,7 @@
-# One job per fold. `train.resume` is read from config, not params: resuming an interrupted
-# run must not make Snakemake consider a finished fold out of date.
+# One job per fold. Execution settings (`resume`, `distribution`, `xla`, `deterministic`:
+# unet.config.EXECUTION_SETTINGS) are read from config, not params: switching one must not make
+# Snakemake consider a finished fold out of date.
+from unet.config import result_settings
 
 
 rule train:
@@ -18,7 +20,7 @@ rule train:
             subcategory="fold {fold}",
         ),
     params:
-        train={k: v for k, v in config["train"].items() if k != "resume"},
+        train=result_settings(config, "train"),
     log:
         log_file("train", "fold_{fold}.log"),
     threads: workflow.cores

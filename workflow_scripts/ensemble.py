@@ -9,4 +9,4 @@ with output_to(snakemake.log[0]):
 
     predict_test_set(snakemake.input.models, snakemake.params.data_dir, snakemake.output[0],
                      plans=snakemake.input.plans, dataset_ok=snakemake.input.ready,
-                     section=snakemake.params.predict, regions=snakemake.params.regions)
+                     section=snakemake.config["predict"], regions=snakemake.params.regions)

@@ -5,9 +5,9 @@ from pathlib import Path
 from unet.training.launch import input_memory_mb, launch
 from unet.training.multinode import TrainJob
 
-# `resume` comes from config, not params (see rules/train.smk); the memory from the job's resources.
-config = {**snakemake.params.train, "resume": bool(snakemake.config["train"].get("resume", False)),
-          "input_memory_mb": input_memory_mb(snakemake.resources.get("mem_mb"))}
+# The whole section, execution settings included (params leave those out: rules/train.smk); the
+# input pipeline's memory from the job's resources.
+config = {**snakemake.config["train"], "input_memory_mb": input_memory_mb(snakemake.resources.get("mem_mb"))}
 job = TrainJob.for_fold(snakemake.input.splits, int(snakemake.wildcards.fold), plans=snakemake.input.plans,
                         shards=snakemake.input.shards, model=snakemake.output.model, curves=snakemake.output.curves,
                         config=config, dataset_ok=snakemake.input.ready)

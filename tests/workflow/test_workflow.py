@@ -188,3 +188,20 @@ def test_a_wrong_type_names_the_key(tmp_path):
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode != 0
     assert "'ten' is not of type 'integer'" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting,value", [("train__distribution", "mirrored"), ("train__xla", True),
+                                           ("train__deterministic", True), ("predict__batch_size", 1)])
+def test_execution_settings_rerun_nothing(finished_run, setting, value):
+    """Settings that change how a stage runs, not what it writes (unet.config.EXECUTION_SETTINGS)."""
+    tmp, _ = finished_run
+    config = _write_config(tmp, f"{setting}.yaml", **{setting: value})
+    assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
+
+
+def test_more_gpus_per_fold_retrain_it(finished_run):
+    """The plan's batch is per GPU: more GPUs change the global batch, hence the model."""
+    tmp, _ = finished_run
+    config = _write_config(tmp, "gpus.yaml", train__gpus=2)
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert jobs["train"] == 2 and "preprocess" not in jobs
