@@ -168,6 +168,7 @@ def horovod_python() -> Path:
     return HOROVOD_PYTHON
 
 
+@pytest.mark.horovod
 def test_horovod_ranks_end_with_identical_weights(demo_workspace, tmp_path, horovod_python):
     script, plan_file = _script(tmp_path, demo_workspace)
     horovodrun = horovod_python.parent / "horovodrun"
@@ -182,6 +183,7 @@ def test_horovod_ranks_end_with_identical_weights(demo_workspace, tmp_path, horo
 
 
 @pytest.mark.workflow
+@pytest.mark.horovod
 def test_two_horovod_ranks_train_one_fold(demo_workspace, tmp_path, horovod_python):
     """The loop's Horovod path end to end, as the train rule starts it (unet.training.launch)."""
     from unet.training import launch
