@@ -98,12 +98,17 @@ def run_predict(command: PredictCommand) -> list[Path]:
 
     configure_tensorflow(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                          else os.cpu_count() or 1)
-    from unet.inference.predict import PredictSettings
+    from unet.inference.predict import InputError, PredictSettings
     from unet.inference.regions import regions_from_setting
     from unet.inference.standalone import predict_folder
 
-    regions = regions_from_setting("dataset" if command.regions else None, command.results_dir / "dataset.ok",
-                                   where="--regions")
+    try:
+        regions = regions_from_setting("dataset" if command.regions else None, command.results_dir / "dataset.ok",
+                                       where="--regions")
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc.filename}: missing; --regions reads the regions the run recorded there") from exc
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
                                batch_size=command.batch_size,
                                save_probabilities=command.save_probabilities, regions=regions)
@@ -113,13 +118,13 @@ def run_predict(command: PredictCommand) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from unet.inference.standalone import InputError
+    from unet.inference.predict import InputError
     from unet.io.nifti import ImageReadError
 
     command = parse_predict(args)
     try:
         written = run_predict(command)
-    except (InputError, ImageReadError, ValueError, FileNotFoundError) as exc:
+    except (InputError, ImageReadError) as exc:  # the user's mistakes; anything else is a bug: traceback
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} segmentation(s) to {command.output_dir}")

@@ -49,3 +49,41 @@ def test_predict_command_writes_segmentations_in_the_raw_grid(preprocessed_demo,
                                                background_outside_mask=plan.nonzero_mask))
     np.testing.assert_array_equal(np.asarray(nib.load(str(out / f"{train_id}.nii.gz")).dataobj),
                                   np.asarray(nib.load(str(expected)).dataobj))
+
+
+def _main(monkeypatch, capsys, error: Exception, *extra: str):
+    """`main` with prediction replaced by one that raises `error`: (exit code, stderr)."""
+    from unet import cli
+
+    def fail(command):
+        raise error
+
+    monkeypatch.setattr(cli, "run_predict", fail)
+    code = cli.main(["predict", "-i", "in", "-o", "out", "-m", "results", *extra])
+    return code, capsys.readouterr().err
+
+
+def test_the_users_mistakes_are_one_line_errors(monkeypatch, capsys):
+    from unet.inference.predict import InputError
+    from unet.io.nifti import ImageReadError
+
+    for error in (InputError("in: no NIfTI images"), ImageReadError("in/a.nii.gz: cannot read NIfTI image")):
+        code, err = _main(monkeypatch, capsys, error)
+        assert code == 1 and err == f"python -m unet predict: error: {error}\n"
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
+    """A ValueError from numpy or Keras is a bug to report, not the user's mistake to hide."""
+    for error in (ValueError("operands could not be broadcast together"), FileNotFoundError(2, "gone", "x.npy")):
+        with pytest.raises(type(error), match=str(error.args[-1])):
+            _main(monkeypatch, capsys, error)
+
+
+def test_missing_regions_for_a_region_model_are_the_users_mistake(tmp_path, capsys):
+    from unet import cli
+
+    (tmp_path / "images").mkdir()
+    code = cli.main(["predict", "-i", str(tmp_path / "images"), "-o", str(tmp_path / "out"),
+                     "-m", str(tmp_path / "run"), "--regions"])
+    err = capsys.readouterr().err
+    assert code == 1 and "dataset.ok: missing; --regions" in err and "Traceback" not in err

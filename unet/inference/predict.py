@@ -161,6 +161,11 @@ def background_outside(probs: np.ndarray, image: np.ndarray, regions: bool) -> n
     return probs
 
 
+class InputError(ValueError):
+    """An input folder, model folder, image or model that cannot be used as given: the user's
+    mistake, reported in one line naming it (other errors are bugs and keep their traceback)."""
+
+
 def check_model_outputs(model, path, num_classes: int, regions) -> None:
     """A model trained on regions (sigmoid per region) must be predicted with those regions, and a
     label model (softmax over the classes) without: mixing them up would paint garbage."""
@@ -168,11 +173,11 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
     head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
     sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
     if regions is None and (sigmoid or channels != num_classes):
-        raise ValueError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
+        raise InputError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
                          f"softmax over the plan's {num_classes} classes: it was trained with train.regions; "
                          f"predict with the same regions (config train.regions, or --regions)")
     if regions is not None and (not sigmoid or channels != len(regions)):
-        raise ValueError(f"{path}: predicting with {len(regions)} region(s) ({', '.join(regions)}), but the "
+        raise InputError(f"{path}: predicting with {len(regions)} region(s) ({', '.join(regions)}), but the "
                          f"model outputs {channels} {'sigmoid' if sigmoid else 'softmax'} channel(s): it was "
                          f"not trained with these regions (config train.regions)")
 

@@ -15,16 +15,12 @@ from typing import Sequence
 
 import nibabel as nib
 
-from unet.inference.predict import PredictSettings, predict_cases, raw_inputs
+from unet.inference.predict import InputError, PredictSettings, predict_cases, raw_inputs
 from unet.io.msd import Case, case_id
 from unet.preprocessing.plan import Plan
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii")
 _FOLD_DIR = re.compile(r"fold_(\d+)")
-
-
-class InputError(ValueError):
-    """An input folder, model folder or image that cannot be used; the message names it."""
 
 
 def image_cases(in_dir: str | Path) -> list[Case]:
