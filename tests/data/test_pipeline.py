@@ -73,3 +73,21 @@ def test_validation_patches(shard_dir, n):
     assert set(np.unique(images)) <= {0.0, 2.0, 3.0}
     again = validation_patches(shard_dir, ["b", "c"], PATCH, n, seed=0)
     np.testing.assert_array_equal(images, again[0])
+
+
+def test_one_pipeline_serves_every_epoch_as_a_pipeline_per_epoch_would(shard_dir):
+    """training_epochs (built and traced once per run) draws, epoch by epoch, what training_dataset
+    draws with that epoch's seed: an epoch's patches depend on its seed alone, so a resumed run
+    sees the same patches."""
+    from unet.data.pipeline import training_epochs
+
+    kwargs = dict(batch_size=2, oversampling=0.5, augment=True)
+    run = _take(training_epochs(shard_dir, ["a", "b", "c"], PATCH, epoch_seeds=[5, 9], steps_per_epoch=3,
+                                **kwargs), 10)
+    assert len(run) == 6  # exactly steps_per_epoch batches per epoch, then the end
+    for i, seed in enumerate([5, 9]):
+        alone = _take(training_dataset(shard_dir, ["a", "b", "c"], PATCH, seed=seed, **kwargs), 3)
+        for (image, seg), (image_alone, seg_alone) in zip(run[3 * i:3 * i + 3], alone):
+            np.testing.assert_array_equal(image, image_alone)
+            np.testing.assert_array_equal(seg, seg_alone)
+    assert not np.array_equal(run[0][0], run[3][0])
