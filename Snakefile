@@ -13,6 +13,7 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/download.smk"
+include: "rules/validate.smk"
 include: "rules/fingerprint.smk"
 include: "rules/plan.smk"
 include: "rules/preprocess.smk"

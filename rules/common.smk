@@ -1,8 +1,12 @@
 # Shared by the rules: the file layout, the case and fold lists, and per-stage params.
 # Rules never build paths by hand: they call `res()` and `data()`.
+import functools
 from pathlib import Path
 
-from unet.io.msd import load_dataset
+from snakemake.exceptions import WorkflowError
+
+from unet.io.datasets import known_case_ids
+from unet.io.msd import DatasetError, load_dataset
 
 TASK = config["task"]
 DATA_DIR = Path(config["data_dir"]) / TASK
@@ -24,18 +28,49 @@ def log_file(*parts):
     return res("logs", *parts)
 
 
-def dataset():
-    """The dataset, once the download checkpoint has made it available."""
-    checkpoints.download.get()
-    return load_dataset(DATA_DIR)
+# The rules `--until` can stop at while the case list is still unknown: their jobs need none.
+BEFORE_CASE_LIST = {"download", "case_list", "validate", "fingerprint", "plan"}
+
+
+@functools.cache
+def case_ids_up_front():
+    """The case lists, if known before any job has run (unet.io.datasets.known_case_ids): from
+    the demo's settings, a dataset.json on disk or a BraTS folder to convert; else None."""
+    try:
+        return known_case_ids(TASK, DATA_DIR, config.get("demo"), config.get("ingest"))
+    except DatasetError as exc:
+        raise WorkflowError(f"{type(exc).__name__}: {exc}") from None  # the message, no traceback
+
+
+def case_ids():
+    """(training ids, test ids) of the dataset.
+
+    Read up front whenever possible, so that no checkpoint is in the DAG: Snakemake's `--until`
+    misses the jobs a checkpoint adds (snakemake/snakemake#2824), even one that has run. Only an
+    MSD task not downloaded yet (or a folder without dataset.json, which `download` then reports)
+    waits for the `case_list` checkpoint.
+    """
+    ids = case_ids_up_front()
+    if ids is not None:
+        return ids
+    until = set(getattr(workflow.dag_settings, "until", ()) or ())
+    if until - BEFORE_CASE_LIST:
+        # Snakemake would report "Nothing to be done" and exit 0: say why instead.
+        raise WorkflowError(
+            f"--until {' '.join(sorted(until))}: the case list of {TASK} is known only once the "
+            f"dataset is on disk ({DATA_DIR}/dataset.json). Run `snakemake --cores 1 download` "
+            f"first, then the same command again.")
+    checkpoints.case_list.get()
+    dataset = load_dataset(DATA_DIR)
+    return [case.id for case in dataset.training], [case.id for case in dataset.test]
 
 
 def training_case_ids(wildcards=None):
-    return [case.id for case in dataset().training]
+    return case_ids()[0]
 
 
 def test_case_ids(wildcards=None):
-    return [case.id for case in dataset().test]
+    return case_ids()[1]
 
 
 def preprocessed_files(wildcards):

@@ -1,8 +1,9 @@
-"""Rule `download`: make the raw dataset available and record what it holds."""
+"""Rule `download`: download and extract an MSD task if it is not on disk (nothing for the other
+sources); record where the raw dataset comes from."""
 import sys
 
 from unet.io.atomic import write_json
-from unet.io.datasets import prepare_dataset
+from unet.io.datasets import fetch_dataset
 from unet.io.download import DownloadError
 from unet.io.logs import output_to
 from unet.io.msd import DatasetError
@@ -10,18 +11,11 @@ from unet.io.msd import DatasetError
 with output_to(snakemake.log[0]):
     p = snakemake.params
     try:
-        dataset = prepare_dataset(p.task, p.data_dir, p.demo, p.ingest, workers=snakemake.threads)
+        source = fetch_dataset(p.task, p.data_dir, p.ingest)
     except (DatasetError, DownloadError) as exc:
         # A problem with the data, not a bug: the message (Snakemake shows the log) says what
         # to fix, a traceback would only bury it.
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
-    write_json(snakemake.output[0], {
-        "task": p.task, "path": str(dataset.root), "modalities": list(dataset.modalities),
-        "labels": {str(k): v for k, v in dataset.labels.items()},
-        # Read by train/predict for `train.regions: dataset`.
-        "regions": {name: list(values) for name, values in dataset.regions.items()},
-        "training_cases": len(dataset.training), "test_cases": len(dataset.test),
-        **({"ingest": dict(p.ingest)} if p.ingest else {}),
-    })
-    print(f"{dataset.root}: {len(dataset.training)} training and {len(dataset.test)} test cases")
+    write_json(snakemake.output[0], {"task": p.task, "path": p.data_dir, "source": source})
+    print(f"{p.data_dir}: source {source}")

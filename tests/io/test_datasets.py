@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import unet.io.brats as brats
-from unet.io.datasets import prepare_dataset
+from unet.io.datasets import fetch_dataset, known_case_ids, prepare_dataset
 from unet.io.demo import generate_demo
 from unet.io.msd import DatasetError, load_dataset
 from unet.io.nifti import save_nifti
@@ -163,3 +163,46 @@ def test_demo_is_generated(tmp_path: Path) -> None:
     assert [c.id for c in ds.training] == ["DEMO_000", "DEMO_001"]
     assert load_dataset(tmp_path / "demo").modalities == ("FLAIR", "T1gd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no staging folder left
+
+
+# --- what the workflow knows before its jobs run, and what its local `download` rule does -------
+
+def test_demo_case_ids_come_from_its_settings(tmp_path: Path) -> None:
+    assert known_case_ids("demo", tmp_path / "demo", {"n_train": 2, "n_test": 1, "seed": 3}) == \
+        (["DEMO_000", "DEMO_001"], ["DEMO_002"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ingest_case_ids_come_from_the_source_then_from_the_conversion(tmp_path: Path) -> None:
+    src = write_brats(tmp_path / "brats", ids=("P2", "P1"))
+    (src / "P2" / "P2_seg.nii.gz").unlink()  # no segmentation: a test case
+    ingest = {"format": "brats", "source": str(src)}
+    data_dir = tmp_path / "data" / "BraTS"
+
+    assert known_case_ids("BraTS", data_dir, ingest=ingest) == (["P1"], ["P2"])
+    assert not data_dir.exists()
+    prepare_dataset("BraTS", data_dir, ingest=ingest)
+    shutil.rmtree(src)  # converted: the source is no longer needed
+    assert known_case_ids("BraTS", data_dir, ingest=ingest) == (["P1"], ["P2"])
+
+
+def test_a_dataset_json_on_disk_gives_the_case_ids(own_dataset: Path) -> None:
+    assert known_case_ids("MyTask", own_dataset) == (["DEMO_000", "DEMO_001"], ["DEMO_002"])
+    (own_dataset / "dataset.json").unlink()
+    assert known_case_ids("MyTask", own_dataset) is None
+
+
+def test_an_msd_task_not_downloaded_has_no_case_ids_yet(tmp_path: Path) -> None:
+    assert known_case_ids("Task04_Hippocampus", tmp_path / "Task04_Hippocampus") is None
+
+
+def test_fetch_writes_nothing_for_the_demo_or_an_ingest(tmp_path: Path) -> None:
+    assert fetch_dataset("demo", tmp_path / "demo") == "demo"
+    assert fetch_dataset("BraTS", tmp_path / "BraTS", {"format": "brats", "source": "x"}) == "ingest"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_checks_a_users_folder(own_dataset: Path, tmp_path: Path) -> None:
+    assert fetch_dataset("MyTask", own_dataset) == "folder"
+    with pytest.raises(DatasetError, match="no such folder"):
+        fetch_dataset("Nope", tmp_path / "Nope")

@@ -78,11 +78,13 @@ def test_preprocess_cases_share_a_submission_and_light_rules_stay_local(slurm_ru
     # group-components preprocess: 25 -> the 6 case jobs are one sbatch submission.
     assert sum(n for kind, n in counts.items() if kind.startswith("group_preprocess")) == 1
     assert "rule_preprocess" not in counts
-    for local in ("rule_download", "rule_plan", "rule_report", "rule_all"):
+    for local in ("rule_download", "rule_case_list", "rule_plan", "rule_report", "rule_all"):
         assert local not in counts
+    # The login node only downloads; checking the dataset is a job.
+    assert counts["rule_validate"] == 1
     # One job per fold for train, predict and evaluate (2 folds).
     assert counts["rule_train"] == counts["rule_predict"] == counts["rule_evaluate"] == 2
-    assert sum(counts.values()) < 6 + 9  # the 6 cases plus 9 other jobs, were nothing grouped
+    assert sum(counts.values()) < 6 + 10  # the 6 cases plus 10 other jobs, were nothing grouped
 
 
 def test_gpu_jobs_asked_slurm_for_a_gpu(slurm_run):
@@ -91,7 +93,7 @@ def test_gpu_jobs_asked_slurm_for_a_gpu(slurm_run):
     for rule in ("train", "predict", "ensemble"):
         texts = [p.read_text() for p in (logs / f"rule_{rule}").rglob("*.log")]
         assert texts and all(re.search(r"resources: .*\bgpu=1\b", t) for t in texts), rule
-    for rule in ("fingerprint", "shard", "evaluate"):
+    for rule in ("validate", "fingerprint", "shard", "evaluate"):
         assert not any("gpu=" in p.read_text() for p in (logs / f"rule_{rule}").rglob("*.log")), rule
 
 

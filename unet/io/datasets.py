@@ -1,5 +1,10 @@
 """Making the raw dataset available, then checking it: the demo generated, an MSD task downloaded,
-a challenge folder converted (ingest), or a user's own MSD-layout folder taken as it is."""
+a challenge folder converted (ingest), or a user's own MSD-layout folder taken as it is.
+
+The workflow splits this in two: `fetch_dataset` is all that needs the network (the `download`
+rule, run where Snakemake runs), `prepare_dataset` the rest (the `validate` rule, a scheduled job).
+`known_case_ids` tells the workflow the case list before either has run, whenever it can.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,34 @@ def is_msd_task(task: str) -> bool:
     return task in known_tasks()
 
 
+def dataset_source(task: str, ingest: dict | None = None) -> str:
+    """Where the raw dataset of `task` comes from: "ingest" (config `ingest`, which takes precedence
+    over an MSD task of the same name), "demo", "msd" (downloaded) or "folder" (the user's own)."""
+    if ingest is not None:
+        if task == "demo":
+            raise DatasetError("config `ingest` is set, but `task` is demo: set `task` to the "
+                               "folder name the converted dataset should get (e.g. BraTS2021)")
+        return "ingest"
+    if task == "demo":
+        return "demo"
+    return "msd" if is_msd_task(task) else "folder"
+
+
+def fetch_dataset(task: str, data_dir: str | Path, ingest: dict | None = None) -> str:
+    """The part of `prepare_dataset` that may need the network: download and extract an MSD task
+    (nothing when its folder is complete), or check that a user's folder has a dataset.json. The
+    demo and an ingest need nothing here. Returns `dataset_source(task, ingest)`."""
+    data_dir = Path(data_dir)
+    source = dataset_source(task, ingest)
+    if source == "msd":
+        from unet.io.download import download_msd_task
+
+        download_msd_task(task, data_dir.parent)
+    elif source == "folder":
+        check_folder(data_dir, task)
+    return source
+
+
 def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
                     ingest: dict | None = None, workers: int = 1) -> Dataset:
     """Return the dataset for `task` under `data_dir` (= {data_dir}/{task}), creating it if needed,
@@ -27,12 +60,10 @@ def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
     (config `ingest:`); it takes precedence over an MSD task of the same name.
     """
     data_dir = Path(data_dir)
-    if ingest is not None:
-        if task == "demo":
-            raise DatasetError("config `ingest` is set, but `task` is demo: set `task` to the "
-                               "folder name the converted dataset should get (e.g. BraTS2021)")
+    source = fetch_dataset(task, data_dir, ingest)
+    if source == "ingest":
         ingest_dataset(ingest, data_dir, workers=workers)
-    elif task == "demo":
+    elif source == "demo":
         from unet.io.demo import generate_demo
 
         # Generate beside the target, then swap, so a half-written demo never looks finished.
@@ -41,27 +72,53 @@ def prepare_dataset(task: str, data_dir: str | Path, demo: dict | None = None,
         generate_demo(staging, **(demo or {}))
         shutil.rmtree(data_dir, ignore_errors=True)
         staging.rename(data_dir)
-    elif is_msd_task(task):
-        from unet.io.download import download_msd_task
-
-        download_msd_task(task, data_dir.parent)
-    else:
-        check_folder(data_dir, task)
     dataset = load_dataset(data_dir)
     validate_dataset(dataset, workers=workers)
     return dataset
+
+
+def known_case_ids(task: str, data_dir: str | Path, demo: dict | None = None,
+                   ingest: dict | None = None) -> tuple[list[str], list[str]] | None:
+    """(training ids, test ids), sorted, as `prepare_dataset` will list them, if they can be known
+    before anything is downloaded or converted: from the demo's settings, a BraTS folder to
+    convert (file names only), or a dataset.json on disk. None for an MSD task not downloaded yet
+    or a folder without dataset.json."""
+    data_dir = Path(data_dir)
+    source = dataset_source(task, ingest)
+    if source == "demo":
+        from unet.io.demo import case_ids
+
+        return case_ids(**{k: v for k, v in (demo or {}).items() if k in ("n_train", "n_test")})
+    if source == "ingest":
+        from unet.io.brats import find_patients, ingested_from
+
+        record = _ingest_record(ingest)
+        if ingested_from(data_dir) != record:
+            patients = find_patients(record["source"])
+            return ([p.id for p in patients if p.seg is not None],
+                    [p.id for p in patients if p.seg is None])
+    if not (data_dir / "dataset.json").is_file():
+        return None
+    dataset = load_dataset(data_dir)
+    return [c.id for c in dataset.training], [c.id for c in dataset.test]
+
+
+def _ingest_record(ingest: dict) -> dict:
+    """{"format", "source" (resolved)}, as an ingest records it in dataset.json."""
+    fmt = ingest.get("format")
+    if fmt not in INGEST_FORMATS:
+        raise DatasetError(f"config ingest.format: {fmt!r} is not supported; supported: "
+                           f"{', '.join(INGEST_FORMATS)}")
+    return {"format": fmt, "source": str(Path(ingest["source"]).resolve())}
 
 
 def ingest_dataset(ingest: dict, data_dir: Path, workers: int = 1) -> None:
     """Convert `ingest["source"]` into `data_dir`, unless a complete conversion of it is there."""
     from unet.io.brats import ingest_brats, ingested_from
 
-    fmt = ingest.get("format")
-    if fmt not in INGEST_FORMATS:
-        raise DatasetError(f"config ingest.format: {fmt!r} is not supported; supported: "
-                           f"{', '.join(INGEST_FORMATS)}")
-    source = Path(ingest["source"]).resolve()
-    if ingested_from(data_dir) == {"format": fmt, "source": str(source)}:
+    record = _ingest_record(ingest)
+    source = Path(record["source"])
+    if ingested_from(data_dir) == record:
         try:
             check_files(load_dataset(data_dir))
         except DatasetError as exc:
