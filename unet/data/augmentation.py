@@ -19,8 +19,13 @@ In nnU-Net's order, each with its probability per patch:
   gamma     0.1 on the inverted image, then 0.3 plain: per channel, gamma as BGContrast(0.7, 1.5),
             mean and std kept
   mirror    each axis with 0.5
-BGContrast(lo, hi) draws U(lo, 1) or U(1, hi) with equal odds. Patches much thinner along axis 0
-(nnU-Net's "dummy 2D" case) rotate only in-plane, up to 180 degrees, as nnU-Net does.
+BGContrast(lo, hi) draws U(lo, 1) or U(1, hi) with equal odds.
+
+Anisotropic patches (nnU-Net's "dummy 2D" case: max(patch) / patch[coarse] > 3) are augmented
+slice by slice in the plane across the coarse axis, as nnU-Net does after moving that axis first:
+rotation only about the coarse axis, up to 180 degrees; scaling, elastic deformation and the
+low-resolution simulation only in-plane; mirroring still along all three axes. Our cases keep
+their canonical (RAS) axis order, so the coarse axis may be any of the three (`in_plane_axis`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class AugmentSettings:
     low_resolution: tuple[float, float] = (0.5, 1.0)
     low_resolution_per_channel: float = 0.5
     low_resolution_axes: tuple[int, ...] = (0, 1, 2)
+    elastic_axes: tuple[int, ...] = (0, 1, 2)  # axes the deformation moves along and varies over
     p_gamma_inverted: float = 0.1
     p_gamma: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.5)
@@ -67,12 +73,16 @@ class AugmentSettings:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
 
     @classmethod
-    def nnunet(cls, patch_size: Sequence[int], elastic: bool = False) -> "AugmentSettings":
-        """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2."""
+    def nnunet(cls, patch_size: Sequence[int], elastic: bool = False,
+               spacing: Sequence[float] | None = None) -> "AugmentSettings":
+        """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2.
+        `spacing` (the plan's), when given, names the coarse axis (see `in_plane_axis`)."""
         settings = cls(p_elastic=0.2 if elastic else 0.0)
-        if max(patch_size) / patch_size[0] > ANISOTROPY_RATIO:  # anisotropic patch: augment in-plane only
-            settings = replace(settings, rotation=math.pi, rotation_axes=(0,), scaling_axes=(1, 2),
-                               low_resolution_axes=(1, 2))
+        coarse = in_plane_axis(patch_size, spacing)
+        if coarse is not None:  # anisotropic patch: augment in the plane across the coarse axis only
+            plane = tuple(a for a in range(3) if a != coarse)
+            settings = replace(settings, rotation=math.pi, rotation_axes=(coarse,), scaling_axes=plane,
+                               low_resolution_axes=plane, elastic_axes=plane)
         return settings
 
     @classmethod
@@ -80,6 +90,22 @@ class AugmentSettings:
         """No augmentation at all (every probability 0)."""
         return cls(p_rotation=0.0, p_scaling=0.0, p_elastic=0.0, p_noise=0.0, p_blur=0.0, p_brightness=0.0,
                    p_contrast=0.0, p_low_resolution=0.0, p_gamma_inverted=0.0, p_gamma=0.0, p_mirror=0.0)
+
+
+def in_plane_axis(patch_size: Sequence[int], spacing: Sequence[float] | None = None) -> int | None:
+    """The coarse axis of an anisotropic patch, or None for a patch augmented in 3D.
+
+    nnU-Net moves the axis of the coarsest spacing first and augments in 2D when
+    max(patch) / patch[0] > ANISOTROPY_RATIO. The coarse axis is that of the largest `spacing`
+    (the first of equals, as nnU-Net's argmax) or, without one, the patch's thinnest axis: the
+    planner shapes the patch after the spacing, so both name the same axis for anisotropic data.
+    """
+    patch = [int(p) for p in patch_size]
+    if len(patch) != 3:
+        return None
+    candidates = [float(s) for s in spacing] if spacing is not None else [-p for p in patch]
+    coarse = max(range(3), key=lambda a: (candidates[a], -a))
+    return coarse if max(patch) / patch[coarse] > ANISOTROPY_RATIO else None
 
 
 # -- random draws -------------------------------------------------------------------------------
@@ -155,7 +181,7 @@ def spatial_patch(image, seg, start, patch_size: Sequence[int], settings: Augmen
         def deformed():
             spacing = _uniform(s[5], [], *settings.elastic_spacing) * float(max(patch))
             magnitude = _uniform(s[6], [], *settings.elastic_magnitude) * float(max(patch))
-            displacement = elastic_displacement(patch, spacing, magnitude, s[7])
+            displacement = elastic_displacement(patch, spacing, magnitude, s[7], settings.elastic_axes)
             return sample_through_grid(image, seg, start, patch, matrix, displacement, border=border)
 
         return tf.cond(deform, deformed, lambda: sample_through_grid(image, seg, start, patch, matrix, border=border))

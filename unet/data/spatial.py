@@ -37,22 +37,27 @@ def _interpolation_matrix(n_out: int, n_in):
     return (tf.one_hot(i0, n_in) * (1 - w)[:, None]) + (tf.one_hot(i0 + 1, n_in) * w[:, None])
 
 
-def elastic_displacement(patch_size: Sequence[int], spacing, magnitude, seed):
+def elastic_displacement(patch_size: Sequence[int], spacing, magnitude, seed, axes: Sequence[int] = (0, 1, 2)):
     """A smooth random displacement field (X, Y, Z, 3) in voxels, max |component| = `magnitude`.
 
     Gaussian noise on a coarse grid of control points `spacing` voxels apart (at least 3 per
     axis), trilinearly upsampled: smooth like batchgeneratorsv2's blurred noise, at the cost of
-    three small matrix products instead of a 3D blur.
+    three small matrix products instead of a 3D blur. Only `axes` move, and the field varies
+    only along them: with two axes, every slice across the third is deformed alike (2D).
     """
+    full = [int(p) for p in patch_size]
+    varying = [p if a in axes else 1 for a, p in enumerate(full)]
     spacing = tf.maximum(tf.cast(spacing, tf.float32), 1.0)
-    counts = [tf.maximum(tf.cast(tf.math.ceil(p / spacing), tf.int32) + 1, 3) for p in patch_size]
+    counts = [tf.maximum(tf.cast(tf.math.ceil(p / spacing), tf.int32) + 1, 3) for p in varying]
     noise = tf.random.stateless_normal(tf.stack([counts[0], counts[1], counts[2], 3]), seed)
-    mx, my, mz = (_interpolation_matrix(int(p), n) for p, n in zip(patch_size, counts))
+    noise = noise * tf.constant([1.0 if a in axes else 0.0 for a in range(3)])
+    mx, my, mz = (_interpolation_matrix(p, n) for p, n in zip(varying, counts))
     field = tf.einsum("zk,ijkc->ijzc", mz, noise)
     field = tf.einsum("yj,ijzc->iyzc", my, field)
     field = tf.einsum("xi,iyzc->xyzc", mx, field)
     peak = tf.reduce_max(tf.abs(field), axis=[0, 1, 2])
-    return field * (tf.cast(magnitude, tf.float32) / tf.maximum(peak, 1e-6))
+    field = field * (tf.cast(magnitude, tf.float32) / tf.maximum(peak, 1e-6))
+    return tf.broadcast_to(field, full + [3])
 
 
 def _sample_points(patch: list[int], centre, matrix, first_plane=0, planes=None):
