@@ -118,6 +118,9 @@ def test_downsample_labels_takes_every_stride_th_voxel():
     assert down.shape == (2, 4, 2, 4)
     np.testing.assert_array_equal(down, labels[:, ::2, ::3, :])
     assert down[1, 1, 1, 2] == labels[1, 2, 3, 2]
+    shifted = np.asarray(downsample_labels(labels, (2, 3, 1), (1, 2, 0)))
+    assert shifted.shape == (2, 4, 2, 4)
+    np.testing.assert_array_equal(shifted, labels[:, 1::2, 2::3, :])
 
 
 def test_deep_supervision_loss_is_the_weighted_sum_of_the_levels():

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -112,3 +113,55 @@ def test_sigmoid_outputs_are_independent_per_channel():
     assert np.abs(probs.sum(-1) - 1.0).max() > 0.1  # not a softmax
     with pytest.raises(ValueError, match="activation"):
         build_unet(1, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3]] * 2, activation="relu")
+
+
+def _centre_picking_convs(strides, kernels, dim):
+    """The plan's strided convolutions (each level's first), each kernel a one-hot at its centre:
+    the output is the input voxel the network's grid centres each output voxel on."""
+    conv = keras.layers.Conv3D if dim == 3 else keras.layers.Conv2D
+    layers_ = []
+    for stride, kernel in zip(strides[1:], kernels[1:]):
+        layer = conv(1, kernel, strides=stride, padding="same", use_bias=False)
+        layer.build((None,) * (dim + 1) + (1,))
+        weights = np.zeros(tuple(kernel) + (1, 1), np.float32)
+        weights[tuple(k // 2 for k in kernel)] = 1.0
+        layer.set_weights([weights])
+        layers_.append(layer)
+    return layers_
+
+
+@pytest.mark.parametrize("strides, kernels, patch", [
+    ([[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2]], [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]], (16, 24, 8)),
+    ([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3]], (8, 16, 16)),
+    ([[1, 1], [2, 2], [2, 2]], [[3, 3], [3, 3], [3, 3]], (16, 12)),
+])
+def test_deep_supervision_targets_sit_where_the_convolutions_centre(strides, kernels, patch):
+    """Keras' "same" padding pads more at the end: a stride-2 kernel-3 convolution centres output
+    voxel i on input voxel 2i + 1. Each deep-supervision target takes the label of exactly the
+    voxel its output voxel is centred on, through every level."""
+    from unet.model.losses import downsample_labels
+    from unet.model.network import output_offsets, output_strides
+
+    dim = len(patch)
+    index = np.arange(int(np.prod(patch)), dtype=np.float32).reshape((1,) + patch)
+    x = index[..., None]
+    seen = [index]
+    for layer in _centre_picking_convs(strides, kernels, dim)[:-1]:  # the bottleneck has no head
+        x = np.asarray(layer(x))
+        seen.append(x[..., 0])
+    offsets = output_offsets(strides, kernels)
+    assert len(offsets) == len(output_strides(strides)) == len(seen)
+    for level, (stride, offset) in enumerate(zip(output_strides(strides), offsets)):
+        np.testing.assert_array_equal(np.asarray(downsample_labels(index, stride, offset)), seen[level])
+    # The plain first-voxel grid (voxel 2i) is not the one the network has.
+    assert not np.array_equal(np.asarray(downsample_labels(index, output_strides(strides)[1])), seen[1])
+
+
+def test_same_padding_centres_a_stride_two_output_on_the_odd_voxel():
+    conv = keras.layers.Conv3D(1, 3, strides=2, padding="same", use_bias=False)
+    conv.build((None, None, None, None, 1))
+    weights = np.zeros((3, 3, 3, 1, 1), np.float32)
+    weights[1, 1, 1] = 1.0
+    conv.set_weights([weights])
+    x = np.arange(8, dtype=np.float32)[None, :, None, None, None] * np.ones((1, 8, 2, 2, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(conv(x))[0, :, 0, 0, 0], [1, 3, 5, 7])

@@ -49,15 +49,18 @@ def test_deep_supervision_heads_targets_and_weights(dim):
         (2, *(p // s for p, s in zip(plan.patch_size, stride)), plan.num_classes) for stride in expected_strides]
     np.testing.assert_allclose(objective.output_weights, [1 / 1.5, 0.5 / 1.5, 0.0])
     # The loss is the weighted sum of each head's loss against the target at its resolution.
+    # Level l's voxel i is centred on input voxel offset + i * stride ("same" padding pads at the end).
+    expected_offsets = [(0, 0, 0), (1, 1, 0), (3, 3, 1)] if dim == 3 else [(0, 0), (1, 1), (3, 3)]
+    assert objective.output_offsets == expected_offsets
     parts = []
-    for output, stride in zip(outputs, expected_strides):
-        target = segs[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+    for output, stride, offset in zip(outputs, expected_strides, expected_offsets):
+        target = segs[(slice(None),) + tuple(slice(o, None, s) for s, o in zip(stride, offset))]
         assert target.shape == tuple(output.shape[:-1])
         parts.append(float(dice_ce_loss(target, output)))
     expected = sum(w * p for w, p in zip(objective.output_weights, parts))
     assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
     # Not just level 0: a perfect second head lowers the loss by its weighted share.
-    target = segs[(slice(None),) + tuple(slice(None, None, s) for s in expected_strides[1])]
+    target = segs[(slice(None),) + tuple(slice(o, None, s) for s, o in zip(expected_strides[1], expected_offsets[1]))]
     perfect = np.eye(plan.num_classes, dtype=np.float32)[target]
     better = float(objective.loss(segs, [outputs[0], perfect, outputs[2]]))
     perfect_part = float(dice_ce_loss(target, perfect))
@@ -114,8 +117,8 @@ def test_region_training_outputs_targets_loss_and_confusion(dim):
     targets = np.stack([np.isin(segs, [1, 2, 3]), np.isin(segs, [1, 3]), segs == 3], -1).astype(np.float32)
     weights = objective.output_weights
     expected = 0.0
-    for weight, output, stride in zip(weights, outputs, objective.output_strides):
-        down = targets[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+    for weight, output, stride, offset in zip(weights, outputs, objective.output_strides, objective.output_offsets):
+        down = targets[(slice(None),) + tuple(slice(o, None, s) for s, o in zip(stride, offset))]
         expected += weight * float(region_dice_bce_loss(down, output))
     assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
 

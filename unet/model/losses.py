@@ -88,24 +88,27 @@ def deep_supervision_weights(n_outputs: int) -> np.ndarray:
     return weights / weights.sum()
 
 
-def downsample_labels(labels, stride: Sequence[int]):
+def downsample_labels(labels, stride: Sequence[int], offset: Sequence[int] | None = None):
     """Nearest-neighbour downsampling of class-index maps (B, *spatial) by strided slicing:
-    the first voxel of every `stride` block, the grid the strided convolutions sample."""
-    if all(int(s) == 1 for s in stride):
+    voxel `offset + i * stride` for output voxel i, the input voxel the network's output voxel
+    is centred on (`unet.model.network.output_offsets`; default 0)."""
+    offset = (0,) * len(stride) if offset is None else offset
+    if all(int(s) == 1 for s in stride) and not any(offset):
         return labels
-    return labels[(slice(None),) + tuple(slice(None, None, int(s)) for s in stride)]
+    return labels[(slice(None),) + tuple(slice(int(o), None, int(s)) for s, o in zip(stride, offset))]
 
 
 def deep_supervision_loss(loss_fn: Callable, labels, outputs: Sequence, strides: Sequence[Sequence[int]],
-                          weights: Sequence[float]):
-    """sum_l weights[l] * loss_fn(labels downsampled by strides[l], outputs[l]).
+                          weights: Sequence[float], offsets: Sequence[Sequence[int]] | None = None):
+    """sum_l weights[l] * loss_fn(labels downsampled by strides[l] from offsets[l], outputs[l]).
 
     Zero-weighted outputs stay in the sum (times 0), so every head's weights get a (zero)
     gradient rather than none."""
-    if not (len(outputs) == len(strides) == len(weights)):
-        raise ValueError(f"deep supervision: {len(outputs)} outputs, {len(strides)} strides and "
-                         f"{len(weights)} weights must match")
+    offsets = [None] * len(strides) if offsets is None else offsets
+    if not (len(outputs) == len(strides) == len(weights) == len(offsets)):
+        raise ValueError(f"deep supervision: {len(outputs)} outputs, {len(strides)} strides, {len(offsets)} "
+                         f"offsets and {len(weights)} weights must match")
     total = 0.0
-    for output, stride, weight in zip(outputs, strides, weights):
-        total = total + float(weight) * loss_fn(downsample_labels(labels, stride), output)
+    for output, stride, offset, weight in zip(outputs, strides, offsets, weights):
+        total = total + float(weight) * loss_fn(downsample_labels(labels, stride, offset), output)
     return total

@@ -50,6 +50,30 @@ def output_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
     return [tuple(int(s) for s in level) for level in cumulative]
 
 
+def output_offsets(strides: Sequence[Sequence[int]], kernels: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """The input voxel each deep-supervision output's voxel 0 is centred on, per axis, level 0
+    (full resolution) to the level above the bottleneck: output voxel i of level l sits on input
+    voxel offset + i * stride (`output_strides`).
+
+    Keras' "same" padding, as TensorFlow's and JAX's, pads the larger half at the end: a
+    stride-2 kernel-3 convolution of an even size centres output i on input 2i + 1, not 2i.
+    Each level's first convolution is the strided one; the others keep the grid.
+    """
+    offsets, cumulative = [(0,) * len(strides[0])], [1] * len(strides[0])
+    for stride, kernel in zip(strides[1:-1], kernels[1:-1]):
+        previous = offsets[-1]
+        offsets.append(tuple(o + c * _same_padding_shift(int(k), int(s))
+                             for o, c, k, s in zip(previous, cumulative, kernel, stride)))
+        cumulative = [c * int(s) for c, s in zip(cumulative, stride)]
+    return offsets[:len(strides) - 1]  # as output_strides: none for a network without a decoder
+
+
+def _same_padding_shift(kernel: int, stride: int) -> int:
+    """Input voxel that output voxel 0 of a "same" convolution is centred on, for an input size
+    divisible by the stride: (kernel - 1) / 2 minus the padding before, max(kernel - stride, 0) // 2."""
+    return (kernel - 1) // 2 - max(kernel - stride, 0) // 2
+
+
 def build_unet(num_channels: int, num_outputs: int, filters: Sequence[int],
                strides: Sequence[Sequence[int]], kernels: Sequence[Sequence[int]],
                deep_supervision: bool = False, activation: str = "softmax",

@@ -8,7 +8,8 @@ sigmoid per region, one output or deep-supervision heads) is decided in one plac
   DC_and_BCE (binary cross-entropy + soft Dice over all regions); targets are built from the
   class-index maps, a region being a set of label values.
 - Deep supervision (`settings.deep_supervision`): heads at every decoder resolution but the
-  bottleneck's; each head's loss against the target downsampled to its resolution, weighted
+  bottleneck's; each head's loss against the target downsampled to its resolution (the label
+  of the voxel the head's voxel is centred on, `output_offsets`), weighted
   1, 1/2, 1/4, ... with the lowest-resolution head at 0, normalized to sum 1 (nnU-Net).
 """
 
@@ -22,7 +23,7 @@ from keras import ops
 from unet.inference.regions import check_regions, region_membership
 from unet.model.losses import (confusion_counts, deep_supervision_loss, deep_supervision_weights, dice_ce_loss,
                                region_confusion_counts, region_dice_bce_loss, region_targets)
-from unet.model.network import build_from_plan, output_strides
+from unet.model.network import build_from_plan, output_offsets, output_strides
 from unet.preprocessing.plan import Plan
 from unet.training.settings import TrainSettings
 
@@ -68,6 +69,13 @@ class Objective:
         return output_strides(self.plan.strides)
 
     @property
+    def output_offsets(self) -> list[tuple[int, ...]]:
+        """The input voxel each training output's first voxel is centred on (its targets' grid)."""
+        if not self.settings.deep_supervision:
+            return [(0,) * len(self.plan.strides[0])]
+        return output_offsets(self.plan.strides, self.plan.kernels)
+
+    @property
     def output_weights(self) -> list[float]:
         return [float(w) for w in deep_supervision_weights(len(self.output_strides))]
 
@@ -98,7 +106,7 @@ class Objective:
         """Scalar loss of a batch of class-index maps `segs` against the model's `outputs`."""
         if isinstance(outputs, (list, tuple)):
             return deep_supervision_loss(self._single_loss, segs, outputs, self.output_strides,
-                                         self.output_weights)
+                                         self.output_weights, self.output_offsets)
         return self._single_loss(segs, outputs)
 
     def confusion(self, segs, outputs):
