@@ -57,11 +57,11 @@ def test_only_backend_neutral_keras_layers():
 
 
 def test_probabilities_stay_float32_under_mixed_precision():
-    import keras
-
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = build_unet(1, 2, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]])
+        training = build_unet(1, 2, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]], logits=True,
+                              deep_supervision=True)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.get_layer("enc0a_conv").compute_dtype == "float16"
@@ -69,6 +69,23 @@ def test_probabilities_stay_float32_under_mixed_precision():
     probs = _run(model, (8, 8, 8), 1)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert all(o.dtype == "float32" for o in training.outputs)  # the losses' logits
+
+
+def test_logits_model_and_its_probability_model_share_weights():
+    from unet.model.network import probability_model
+
+    for activation, normalize in (("softmax", lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)),
+                                  ("sigmoid", lambda x: 1 / (1 + np.exp(-x)))):
+        model = build_unet(1, 3, [4, 8, 8], [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3, logits=True,
+                           deep_supervision=True, activation=activation)
+        assert "probabilities" not in {layer.name for layer in model.layers}
+        probabilities = probability_model(model, activation)
+        x = np.random.default_rng(1).normal(size=(1, 8, 8, 8, 1)).astype(np.float32)
+        logits = np.asarray(model.predict_on_batch(x)[0])
+        assert logits.min() < 0  # logits, not probabilities
+        np.testing.assert_allclose(probabilities.predict_on_batch(x), normalize(logits), atol=1e-5)
+        assert probabilities.get_layer("probabilities").get_config()["activation"] == activation
 
 
 def test_build_from_plan_follows_the_plan():

@@ -61,7 +61,7 @@ def test_deep_supervision_heads_targets_and_weights(dim):
     assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
     # Not just level 0: a perfect second head lowers the loss by its weighted share.
     target = segs[(slice(None),) + tuple(slice(o, None, s) for s, o in zip(expected_strides[1], expected_offsets[1]))]
-    perfect = np.eye(plan.num_classes, dtype=np.float32)[target]
+    perfect = np.log(np.where(np.eye(plan.num_classes, dtype=bool)[target], 0.999, 0.001 / 3)).astype(np.float32)
     better = float(objective.loss(segs, [outputs[0], perfect, outputs[2]]))
     perfect_part = float(dice_ce_loss(target, perfect))
     assert better == pytest.approx(expected - objective.output_weights[1] * (parts[1] - perfect_part), rel=1e-5)
@@ -72,11 +72,11 @@ def test_without_deep_supervision_one_output_and_the_plain_loss():
     plan = _plan()
     objective = Objective(plan, TrainSettings(deep_supervision=False, batch_dice=True))
     model = objective.build_model()
-    assert len(model.outputs) == 1 and objective.inference_model(model) is model
+    assert len(model.outputs) == 1 and len(objective.inference_model(model).outputs) == 1
     images, segs = _batch(plan, 1)
-    probs = model(images)
-    assert float(objective.loss(segs, probs)) == pytest.approx(float(dice_ce_loss(segs, probs, batch_dice=True)),
-                                                               rel=1e-6)
+    logits = model(images)
+    assert float(objective.loss(segs, logits)) == pytest.approx(float(dice_ce_loss(segs, logits, batch_dice=True)),
+                                                                rel=1e-6)
 
 
 @pytest.mark.parametrize("dim", [3, 2])
@@ -87,12 +87,15 @@ def test_inference_model_single_output_shares_weights_and_round_trips(dim, tmp_p
     inference = objective.inference_model(model)
     images, _ = _batch(plan, 2)
     assert len(inference.outputs) == 1
-    np.testing.assert_allclose(inference.predict_on_batch(images), np.asarray(model(images)[0]), atol=1e-6)
-    assert {layer.name for layer in inference.layers} & {"head_ds1", "probabilities_ds2"} == set()
+    # The training model outputs logits; the inference model their softmax.
+    softmax = lambda logits: keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))  # noqa: E731
+    np.testing.assert_allclose(inference.predict_on_batch(images), softmax(model(images)[0]), atol=1e-6)
+    assert {layer.name for layer in inference.layers} & {"head_ds1", "logits_ds2"} == set()
+    assert inference.get_layer("probabilities").get_config()["activation"] == "softmax"
     # Shared layers: a change of the training model's weights shows in the inference model.
     head = model.get_layer("head")
     head.kernel.assign(head.kernel.numpy() + 1.0)
-    np.testing.assert_allclose(inference.predict_on_batch(images), np.asarray(model(images)[0]), atol=1e-6)
+    np.testing.assert_allclose(inference.predict_on_batch(images), softmax(model(images)[0]), atol=1e-6)
 
     path = tmp_path / "model.keras"
     inference.save(path)
@@ -111,7 +114,7 @@ def test_region_training_outputs_targets_loss_and_confusion(dim):
     images, segs = _batch(plan, 3)
     outputs = model(images, training=True)
     assert all(o.shape[-1] == 3 for o in outputs)
-    assert model.get_layer("probabilities").get_config()["activation"] == "sigmoid"
+    assert objective.inference_model(model).get_layer("probabilities").get_config()["activation"] == "sigmoid"
     # Region masks of the class-index maps: class 1 (value 1) in WT and TC, class 2 (value 2)
     # in WT only, class 3 (value 4) in all three.
     targets = np.stack([np.isin(segs, [1, 2, 3]), np.isin(segs, [1, 3]), segs == 3], -1).astype(np.float32)
@@ -123,9 +126,9 @@ def test_region_training_outputs_targets_loss_and_confusion(dim):
     assert float(objective.loss(segs, outputs)) == pytest.approx(expected, rel=1e-5)
 
     # A perfect prediction: loss ~0 and Dice 1 per region.
-    perfect = np.where(targets > 0, 0.9999, 0.0001).astype(np.float32)
+    perfect = np.where(targets > 0, 9.0, -9.0).astype(np.float32)  # logits: sigmoid 0.9999 and 0.0001
     assert float(Objective(plan, TrainSettings(deep_supervision=False), BRATS_REGIONS).loss(segs, perfect)) < 0.01
-    tp, fp, fn = (np.asarray(c) for c in objective.confusion(segs, perfect))
+    tp, fp, fn = (np.asarray(c) for c in objective.confusion(segs, 1 / (1 + np.exp(-perfect))))
     np.testing.assert_array_equal(tp, targets.reshape(-1, 3).sum(0))
     assert not fp.any() and not fn.any()
 

@@ -1,9 +1,11 @@
 """Losses and validation counts (keras.ops only).
 
-Softmax outputs: Dice + cross-entropy over classes. Region outputs (one sigmoid channel per
-region, nnU-Net's DC_and_BCE): binary cross-entropy + soft Dice over the regions. Deep
-supervision: the loss of every output against the class-index map downsampled to its
-resolution, weighted (`deep_supervision_weights`).
+The losses take the network's logits, in float32: cross-entropy from the log-softmax (or the
+log-sigmoid) keeps its gradient on a confident mistake, where log(clip(probability)) has none.
+Labels: Dice + cross-entropy over classes (softmax). Regions (one sigmoid channel per region,
+nnU-Net's DC_and_BCE): binary cross-entropy + soft Dice over the regions. Deep supervision: the
+loss of every output against the class-index map downsampled to its resolution, weighted
+(`deep_supervision_weights`). The validation counts take probabilities.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import numpy as np
 from keras import ops
 
 EPS = 1e-5
-LOG_FLOOR = 1e-7  # probabilities are clipped to [LOG_FLOOR, 1 - LOG_FLOOR] inside logarithms
 
 
 def soft_dice(onehot, probs, include_background: bool = False, batch_dice: bool = False):
@@ -29,12 +30,13 @@ def soft_dice(onehot, probs, include_background: bool = False, batch_dice: bool 
     return ops.mean(dice)
 
 
-def dice_ce_loss(labels, probs, batch_dice: bool = False):
-    """labels: integer class indices (B, *spatial); probs: (B, *spatial, K) float32."""
-    probs = ops.cast(probs, "float32")
-    onehot = ops.one_hot(ops.cast(labels, "int32"), probs.shape[-1], dtype="float32")
-    ce = -ops.mean(ops.sum(onehot * ops.log(ops.clip(probs, LOG_FLOOR, 1.0)), axis=-1))
-    return ce + (1.0 - soft_dice(onehot, probs, batch_dice=batch_dice))
+def dice_ce_loss(labels, logits, batch_dice: bool = False):
+    """labels: integer class indices (B, *spatial); logits: (B, *spatial, K), softmax-activated."""
+    logits = ops.cast(logits, "float32")
+    onehot = ops.one_hot(ops.cast(labels, "int32"), logits.shape[-1], dtype="float32")
+    log_probs = ops.log_softmax(logits, axis=-1)
+    ce = -ops.mean(ops.sum(onehot * log_probs, axis=-1))
+    return ce + (1.0 - soft_dice(onehot, ops.exp(log_probs), batch_dice=batch_dice))
 
 
 def region_targets(labels, membership):
@@ -44,16 +46,20 @@ def region_targets(labels, membership):
     return ops.take(ops.cast(ops.convert_to_tensor(membership), "float32"), ops.cast(labels, "int32"), axis=0)
 
 
-def region_dice_bce_loss(targets, probs, batch_dice: bool = False):
+def binary_cross_entropy(targets, logits):
+    """Per-voxel BCE of sigmoid(logits): max(x, 0) - x t + log(1 + exp(-|x|)), finite for any x."""
+    return ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def region_dice_bce_loss(targets, logits, batch_dice: bool = False):
     """Binary cross-entropy (mean over voxels and regions) + 1 - soft Dice over all regions.
 
-    targets: (B, *spatial, R) region masks; probs: (B, *spatial, R) sigmoid probabilities."""
-    probs = ops.cast(probs, "float32")
+    targets: (B, *spatial, R) region masks; logits: (B, *spatial, R), sigmoid-activated."""
+    logits = ops.cast(logits, "float32")
     targets = ops.cast(targets, "float32")
-    p = ops.clip(probs, LOG_FLOOR, 1.0 - LOG_FLOOR)
-    bce = -ops.mean(targets * ops.log(p) + (1.0 - targets) * ops.log(1.0 - p))
+    bce = ops.mean(binary_cross_entropy(targets, logits))
     # Every region is foreground: nnU-Net's do_bg=True for region training.
-    return bce + (1.0 - soft_dice(targets, probs, include_background=True, batch_dice=batch_dice))
+    return bce + (1.0 - soft_dice(targets, ops.sigmoid(logits), include_background=True, batch_dice=batch_dice))
 
 
 def confusion_counts(labels, probs, num_classes: int):
