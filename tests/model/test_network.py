@@ -182,3 +182,19 @@ def test_same_padding_centres_a_stride_two_output_on_the_odd_voxel():
     conv.set_weights([weights])
     x = np.arange(8, dtype=np.float32)[None, :, None, None, None] * np.ones((1, 8, 2, 2, 1), np.float32)
     np.testing.assert_array_equal(np.asarray(conv(x))[0, :, 0, 0, 0], [1, 3, 5, 7])
+
+
+def test_convolutions_start_he_normal_for_the_leaky_relu():
+    """nnU-Net's InitWeights_He(1e-2): std sqrt(2 / (1 + 0.01^2) / fan_in), fan_in = kernel
+    volume x input channels (x output channels for a transposed convolution's kernel)."""
+    model = build_unet(1, 2, [32, 64], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3]] * 2)
+    gain2 = 2 / (1 + 0.01 ** 2)
+    for name, fan_in in (("enc1a_conv", 27 * 32), ("enc1b_conv", 27 * 64), ("dec0a_conv", 27 * 64),
+                         ("up0", 8 * 32)):
+        kernel = np.asarray(model.get_layer(name).kernel)
+        assert kernel.std() == pytest.approx(np.sqrt(gain2 / fan_in), rel=0.05), name
+        assert abs(kernel.mean()) < 0.05 * kernel.std()
+    # Untruncated like torch's kaiming_normal_: some weights lie beyond two standard deviations.
+    kernel = np.asarray(model.get_layer("enc1b_conv").kernel)
+    assert 0.03 < np.mean(np.abs(kernel) > 2 * np.sqrt(gain2 / (27 * 64))) < 0.07
+    assert not np.asarray(model.get_layer("head").bias).any()

@@ -1,6 +1,7 @@
 """A U-Net built from the plan's per-level lists (filters, strides, kernels).
 
 Each level: two conv -> instance norm -> LeakyReLU blocks, the first strided to downsample.
+Convolution kernels start He-normal for the LeakyReLU (nnU-Net's InitWeights_He), biases at 0.
 Up path: transposed convolution, skip concatenation, two blocks. The head is a 1x1 convolution
 whose logits are cast to float32 (so mixed precision keeps the loss in full precision), then a
 softmax over the classes, or a sigmoid per channel for region-based training. Training takes
@@ -20,6 +21,14 @@ import numpy as np
 from keras import layers
 
 ACTIVATIONS = ("softmax", "sigmoid")
+NEGATIVE_SLOPE = 0.01  # of the LeakyReLU after every convolution
+
+
+def _he_normal():
+    """nnU-Net's InitWeights_He: normal, std = gain / sqrt(fan_in), gain sqrt(2 / (1 + slope^2))
+    for the LeakyReLU that follows; every convolution, transposed ones and the heads included."""
+    return keras.initializers.VarianceScaling(scale=2.0 / (1.0 + NEGATIVE_SLOPE ** 2), mode="fan_in",
+                                              distribution="untruncated_normal")
 
 
 def _conv_layer(dim: int):
@@ -32,17 +41,17 @@ def _transpose_layer(dim: int):
 
 def _block(x, filters: int, kernel, stride, name: str):
     x = _conv_layer(len(kernel))(filters, kernel, strides=stride, padding="same", use_bias=False,
-                                 name=f"{name}_conv")(x)
+                                 kernel_initializer=_he_normal(), name=f"{name}_conv")(x)
     # GroupNormalization with one group per channel is instance normalization.
     x = layers.GroupNormalization(groups=filters, epsilon=1e-5, name=f"{name}_norm")(x)
-    return layers.LeakyReLU(negative_slope=0.01, name=f"{name}_act")(x)
+    return layers.LeakyReLU(negative_slope=NEGATIVE_SLOPE, name=f"{name}_act")(x)
 
 
 def _head(x, num_outputs: int, activation: str, level: int, logits: bool):
     """1x1 convolution, float32 logits, and unless `logits` the activation; level 0's layers
     keep the names saved models have."""
     suffix = "" if level == 0 else f"_ds{level}"
-    x = _conv_layer(len(x.shape) - 2)(num_outputs, 1, name=f"head{suffix}")(x)
+    x = _conv_layer(len(x.shape) - 2)(num_outputs, 1, kernel_initializer=_he_normal(), name=f"head{suffix}")(x)
     x = layers.Activation("linear", dtype="float32", name=f"logits{suffix}")(x)
     if logits:
         return x
@@ -115,7 +124,8 @@ def build_unet(num_channels: int, num_outputs: int, filters: Sequence[int],
     outputs = {}
     for level in range(len(filters) - 2, -1, -1):
         up = strides[level + 1]
-        x = _transpose_layer(dim)(filters[level], up, strides=up, use_bias=False, name=f"up{level}")(x)
+        x = _transpose_layer(dim)(filters[level], up, strides=up, use_bias=False, kernel_initializer=_he_normal(),
+                                  name=f"up{level}")(x)
         x = layers.Concatenate(axis=-1, name=f"skip{level}")([x, skips[level]])
         x = _block(x, filters[level], kernels[level], 1, f"dec{level}a")
         x = _block(x, filters[level], kernels[level], 1, f"dec{level}b")
