@@ -73,3 +73,17 @@ def test_validation_patches(shard_dir, n):
     assert set(np.unique(images)) <= {0.0, 2.0, 3.0}
     again = validation_patches(shard_dir, ["b", "c"], PATCH, n, seed=0)
     np.testing.assert_array_equal(images, again[0])
+
+
+def test_mask_channels_are_zero_again_where_augmentation_reads_outside_the_case(shard_dir):
+    kwargs = dict(patch_size=PATCH, batch_size=4, oversampling=0.0, seed=7, augment=True, threads=1)
+    plain = _take(training_dataset(shard_dir, ["a", "b", "c"], **kwargs), 3)
+    masked = _take(training_dataset(shard_dir, ["a", "b", "c"], mask_channels=(1,), **kwargs), 3)
+    zeroed = 0
+    for (image, seg), (masked_image, masked_seg) in zip(plain, masked):
+        np.testing.assert_array_equal(masked_seg, seg)
+        np.testing.assert_array_equal(masked_image[..., 0], image[..., 0])  # not a mask channel
+        differs = masked_image[..., 1] != image[..., 1]
+        assert np.all(masked_image[..., 1][differs] == 0.0)
+        zeroed += int(differs.sum())
+    assert zeroed > 0  # rotated or scaled patches did read beyond the cases

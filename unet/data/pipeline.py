@@ -48,14 +48,16 @@ def _with_border(item):
 def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                      batch_size: int, oversampling: float, seed: int, augment: bool = True,
                      patches_per_case: int = 4, elastic: bool = False,
-                     threads: int | None = None, memory_bytes: int | None = None) -> tf.data.Dataset:
+                     threads: int | None = None, memory_bytes: int | None = None,
+                     mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
     """Endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
     class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
     Patch i is made from seed (seed, i), so a run is reproducible. The decoded cases held in
-    memory stay within `memory_bytes` (`case_buffers`).
+    memory stay within `memory_bytes` (`case_buffers`). `mask_channels` (`Plan.mask_channels`)
+    are set to 0 again outside the non-zero mask after augmentation.
     """
     buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
     cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
@@ -63,7 +65,8 @@ def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size:
         cases = cases.cache()
     cases = cases.repeat().shuffle(buffers.shuffle_cases, seed=seed)
     patch = tuple(int(p) for p in patch_size)
-    settings = AugmentSettings.nnunet(patch, elastic=elastic) if augment else AugmentSettings.off()
+    settings = (AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels) if augment
+                else AugmentSettings.off())
 
     def sample(index, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 2)

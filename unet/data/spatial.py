@@ -5,10 +5,13 @@ voxel j is taken from the case at `centre + A @ (j - (patch - 1) / 2) + displace
 rotation times a scaling as in batchgeneratorsv2's SpatialTransform (A = Rz Ry Rx S; a scale
 above 1 samples a larger region, so structures look smaller). The image is read with trilinear
 interpolation and the seg with nearest neighbour, by gathering from the flattened case (no
-region is cut out first, no loop over voxels). Points outside the case read 0 in both (nnU-Net
-pads the seg with -1 and maps it to 0 later). nnU-Net reads the seg by interpolating each label's
-indicator linearly and taking the argmax; nearest neighbour is cheaper and differs only by a
-voxel at some borders.
+region is cut out first, no loop over voxels). Points outside the case read 0 in both. nnU-Net
+reads the seg by interpolating each label's indicator linearly and taking the argmax; nearest
+neighbour is cheaper and differs only by a voxel at some borders.
+
+With `mask_channels` (those normalized inside the non-zero mask) the seg comes back int32, -1
+where the nearest voxel is background outside that mask (0 in those channels) or outside the
+case: nnU-Net's marker of where the image is set to 0 again after augmentation (`zero_outside`).
 """
 
 from __future__ import annotations
@@ -75,9 +78,32 @@ def _sample_points(patch: list[int], centre, matrix, first_plane=0, planes=None)
             for a in range(3)]
 
 
-def _read(flat_image, flat_seg, coords, shape):
+def outside_mask(image_values, seg_values, mask_channels: Sequence[int]):
+    """Where a voxel is background outside the non-zero mask: 0 in every mask channel of the
+    image (..., C) and 0 in the seg (as nnU-Net marks -1 only where the seg is 0)."""
+    values = tf.gather(image_values, list(mask_channels), axis=-1)
+    return tf.reduce_all(tf.equal(values, 0.0), axis=-1) & tf.equal(seg_values, 0)
+
+
+def mark_outside(image, seg, mask_channels: Sequence[int]):
+    """The seg as int32 with -1 where `outside_mask`; unchanged without `mask_channels`."""
+    if not mask_channels:
+        return seg
+    return tf.where(outside_mask(image, seg, mask_channels), -1, tf.cast(seg, tf.int32))
+
+
+def zero_outside(image, marked_seg, mask_channels: Sequence[int], seg_dtype):
+    """nnU-Net's MaskImageTransform and RemoveLabelTransform(-1, 0): the mask channels 0 where
+    the seg is marked -1, and the marker back to background (as `seg_dtype`)."""
+    channels = tf.reduce_any(tf.equal(tf.range(tf.shape(image)[-1])[:, None], list(mask_channels)), axis=1)
+    image = tf.where((marked_seg < 0)[..., None] & channels, 0.0, image)
+    return image, tf.cast(tf.maximum(marked_seg, 0), seg_dtype)
+
+
+def _read(flat_image, flat_seg, coords, shape, mask_channels: Sequence[int] = ()):
     """Trilinear image and nearest seg at `coords` (3 flat arrays, already clamped into the
-    volume `shape`, whose outer layer is zero) from the flattened volume."""
+    volume `shape`, whose outer layer is zero) from the flattened volume; with `mask_channels`,
+    the seg marked -1 outside the mask of the nearest voxel (`mark_outside`)."""
     floors = [tf.minimum(tf.floor(c), tf.cast(shape[a] - 2, tf.float32)) for a, c in enumerate(coords)]
     fx, fy, fz = (c - f for c, f in zip(coords, floors))
     x, y, z = (tf.cast(f, tf.int32) for f in floors)
@@ -91,7 +117,10 @@ def _read(flat_image, flat_seg, coords, shape):
                 term = tf.gather(flat_image, base + (dx * plane + dy * row + dz)) * (wxy * wz)[:, None]
                 out = term if out is None else out + term
     nearest = [tf.cast(tf.floor(c + 0.5), tf.int32) for c in coords]
-    seg_out = tf.gather(flat_seg, (nearest[0] * shape[1] + nearest[1]) * shape[2] + nearest[2])
+    nearest = (nearest[0] * shape[1] + nearest[1]) * shape[2] + nearest[2]
+    seg_out = tf.gather(flat_seg, nearest)
+    if mask_channels:
+        seg_out = mark_outside(tf.gather(flat_image, nearest), seg_out, mask_channels)
     return out, seg_out
 
 
@@ -99,7 +128,7 @@ SLAB_VOXELS = 2**16  # points read per step: the step's temporaries stay in the 
 
 
 def sample_through_grid(image, seg, start, patch_size: Sequence[int], matrix, displacement=None,
-                        border: int = 0):
+                        border: int = 0, mask_channels: Sequence[int] = ()):
     """The patch whose unaugmented position starts at `start`, read through `matrix` (3, 3).
 
     `displacement` (X, Y, Z, 3) voxels, optional, is added to the rotated points (in case voxels,
@@ -132,9 +161,10 @@ def sample_through_grid(image, seg, start, patch_size: Sequence[int], matrix, di
             part = displacement[first:first + planes]
             coords = [c + part[..., a] for a, c in enumerate(coords)]
         coords = [tf.clip_by_value(tf.reshape(c, [-1]), 0.0, high[a]) for a, c in enumerate(coords)]
-        return _read(flat_image, flat_seg, coords, shape)
+        return _read(flat_image, flat_seg, coords, shape, mask_channels)
 
+    seg_dtype = tf.int32 if mask_channels else seg.dtype
     out, seg_out = tf.map_fn(slab, tf.range(0, patch[0], planes),
-                             fn_output_signature=(tf.float32, seg.dtype), parallel_iterations=1)
+                             fn_output_signature=(tf.float32, seg_dtype), parallel_iterations=1)
     return (tf.reshape(out, tf.concat([patch, [channels]], 0)),
             tf.reshape(seg_out, patch))

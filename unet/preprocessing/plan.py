@@ -36,9 +36,14 @@ class Plan:
         return tuple(sorted(self.labels))
 
     @property
+    def mask_channels(self) -> tuple[int, ...]:
+        """The channels z-scored inside the non-zero mask (0 outside it)."""
+        return tuple(c for c, n in enumerate(self.normalization) if n.scheme == "zscore" and n.use_mask)
+
+    @property
     def nonzero_mask(self) -> bool:
         """Whether normalization treats zero voxels as outside the object (z-score in the mask)."""
-        return any(n.scheme == "zscore" and n.use_mask for n in self.normalization)
+        return bool(self.mask_channels)
 
     @property
     def num_classes(self) -> int:

@@ -201,7 +201,8 @@ class FoldTrainer:
         return self.distribution.batches(
             lambda batch, shard_seed: training_dataset(self.shard_dir, self.train_ids, plan.patch_size, batch,
                                                        s.oversampling, shard_seed, s.augment,
-                                                       elastic=s.elastic, memory_bytes=memory_bytes),
+                                                       elastic=s.elastic, memory_bytes=memory_bytes,
+                                                       mask_channels=plan.mask_channels),
             plan.batch_size, seed)
 
     def _save_weights(self, path: Path) -> None:
