@@ -194,3 +194,52 @@ def test_deep_supervision_loss_is_the_weighted_sum_of_the_levels():
     assert len(set(round(p, 4) for p in parts)) == 3  # the levels really differ
     with pytest.raises(ValueError, match="must match"):
         deep_supervision_loss(dice_ce_loss, labels, outputs, strides[:2], weights)
+
+
+# -- the ignore label --------------------------------------------------------------------------
+
+def _sparse(seed=6):
+    """Labels with an ignore label (class index K) on half the voxels, and random logits."""
+    rng = np.random.default_rng(seed)
+    labels = _labels(seed, shape=(2, 6, 6, 6))
+    labels[:, 3:] = K
+    return labels, rng.normal(size=labels.shape + (K,)).astype(np.float32)
+
+
+def test_ignored_voxels_add_nothing_to_the_loss_or_its_gradient():
+    labels, logits = _sparse()
+    value, grad = _gradient(lambda y, x: dice_ce_loss(y, x, ignore_index=K), labels, logits)
+    assert np.all(grad[:, 3:] == 0) and np.abs(grad[:, :3]).max() > 0
+    other = logits.copy()
+    other[:, 3:] = 50.0 * np.random.default_rng(1).normal(size=other[:, 3:].shape)
+    assert float(dice_ce_loss(labels, other, ignore_index=K)) == pytest.approx(value, rel=1e-6)
+    # The same as the loss of the annotated half alone: the CE is the mean over annotated voxels.
+    assert value == pytest.approx(float(dice_ce_loss(labels[:, :3], logits[:, :3])), rel=1e-5)
+    # A patch with no annotated voxel costs nothing, and nothing is NaN.
+    assert float(dice_ce_loss(np.full_like(labels, K), logits, ignore_index=K)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ignored_voxels_are_no_false_positives_of_the_pseudo_dice():
+    labels, logits = _sparse(7)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    counted = [np.asarray(c) for c in confusion_counts(labels, probs, K, ignore_index=K)]
+    annotated = [np.asarray(c) for c in confusion_counts(labels[:, :3], probs[:, :3], K)]
+    for c, a in zip(counted, annotated):
+        np.testing.assert_array_equal(c, a)
+
+
+def test_region_loss_and_counts_with_a_mask_of_annotated_voxels():
+    from unet.model.losses import region_confusion_counts, region_dice_bce_loss
+
+    rng = np.random.default_rng(8)
+    targets = (rng.random((2, 6, 6, 6, 3)) > 0.5).astype(np.float32)
+    logits = rng.normal(size=targets.shape).astype(np.float32)
+    mask = np.ones((2, 6, 6, 6, 1), np.float32)
+    mask[:, 3:] = 0.0
+    value, grad = _gradient(lambda t, x: region_dice_bce_loss(t, x, mask=mask), targets, logits)
+    assert np.all(grad[:, 3:] == 0)
+    assert value == pytest.approx(float(region_dice_bce_loss(targets[:, :3], logits[:, :3])), rel=1e-5)
+    probs = 1 / (1 + np.exp(-logits))
+    for c, a in zip(region_confusion_counts(targets, probs, mask=mask),
+                    region_confusion_counts(targets[:, :3], probs[:, :3])):
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(a))

@@ -101,6 +101,24 @@ def test_build_from_plan_follows_the_plan():
     assert _run(model, plan.patch_size, 3).shape == (2, 16, 16, 8, 2)
 
 
+def test_the_ignore_label_has_no_output_channel_so_prediction_never_paints_it():
+    import dataclasses
+
+    from unet.inference.predict import check_model_outputs
+    from unet.preprocessing.plan import Plan
+
+    plan = Plan(dataset="t", modalities=("a",), labels={0: "bg", 1: "x", 2: "y", 3: "ignore"}, spacing=(1.0,) * 3,
+                patch_size=(8, 8, 8), batch_size=2, filters=(4, 8), strides=((1, 1, 1), (2, 2, 2)),
+                kernels=((3, 3, 3),) * 2, normalization=())
+    model = build_from_plan(plan)
+    probs = _run(model, plan.patch_size, 1)
+    assert probs.shape[-1] == plan.num_classes == 3 and plan.label_values == (0, 1, 2)
+    check_model_outputs(model, "model.keras", len(plan.label_values), None)  # what predict checks
+    assert 3 not in np.asarray(plan.label_values)[probs.argmax(-1)]
+    unsparse = dataclasses.replace(plan, labels={0: "bg", 1: "x", 2: "y", 3: "z"})
+    assert build_from_plan(unsparse).outputs[0].shape[-1] == 4
+
+
 def test_deep_supervision_outputs_one_head_per_decoder_level():
     from unet.model.network import output_strides
 

@@ -2,6 +2,7 @@
 region-based training, in 3D and 2D."""
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -151,3 +152,28 @@ def test_default_settings_train_with_deep_supervision_on_labels():
     assert objective.settings.deep_supervision and objective.region_sets is None
     assert objective.structure_names == ["necrosis", "edema", "enhancing"]
     assert len(objective.build_model().outputs) == 3
+
+
+@pytest.mark.parametrize("regions", [None, BRATS_REGIONS])
+def test_an_ignore_label_has_no_output_and_counts_nowhere(regions):
+    plan = dataclasses.replace(_plan(), labels={**BRATS_LABELS, 5: "ignore"})
+    assert plan.num_classes == 4 and plan.ignore_index == 4
+    objective = Objective(plan, TrainSettings(deep_supervision=True), regions=regions)
+    model = objective.build_model()
+    assert all(o.shape[-1] == (4 if regions is None else 3) for o in model.outputs)  # no channel for it
+    images, segs = _batch(plan, 4)
+    segs[:, :, 8:] = plan.ignore_index  # the second half of every patch unannotated
+    outputs = [np.asarray(o) for o in model(images, training=True)]
+    loss = float(objective.loss(segs, outputs))
+    assert np.isfinite(loss)
+    # Whatever the network says at the ignored voxels changes nothing.
+    changed = [o.copy() for o in outputs]
+    for o, stride, offset in zip(changed, objective.output_strides, objective.output_offsets):
+        o[:, :, -(-(8 - offset[1]) // stride[1]):] = 40.0  # voxels centred on y >= 8
+    assert float(objective.loss(segs, changed)) == pytest.approx(loss, rel=1e-6)
+    # The pseudo Dice counts only annotated voxels.
+    probs = np.asarray(objective.inference_model(model)(images))
+    counts = [np.asarray(c) for c in objective.confusion(segs, probs)]
+    halves = [np.asarray(c) for c in objective.confusion(segs[:, :, :8], probs[:, :, :8])]
+    for c, h in zip(counts, halves):
+        np.testing.assert_array_equal(c, h)

@@ -6,6 +6,10 @@ Labels: Dice + cross-entropy over classes (softmax). Regions (one sigmoid channe
 nnU-Net's DC_and_BCE): binary cross-entropy + soft Dice over the regions. Deep supervision: the
 loss of every output against the class-index map downsampled to its resolution, weighted
 (`deep_supervision_weights`). The validation counts take probabilities.
+
+Sparse annotation (nnU-Net v2's ignore label): voxels of the class index `ignore_index` (or
+outside `mask` for regions) add nothing to the cross-entropy, the Dice or the counts; the
+cross-entropy is the mean over the annotated voxels.
 """
 
 from __future__ import annotations
@@ -30,13 +34,36 @@ def soft_dice(onehot, probs, include_background: bool = False, batch_dice: bool 
     return ops.mean(dice)
 
 
-def dice_ce_loss(labels, logits, batch_dice: bool = False):
-    """labels: integer class indices (B, *spatial); logits: (B, *spatial, K), softmax-activated."""
+def annotated(labels, ignore_index: int | None):
+    """(class indices with the ignored ones set to 0, float32 mask (B, *spatial, 1) of annotated
+    voxels or None without an ignore label)."""
+    labels = ops.cast(labels, "int32")
+    if ignore_index is None:
+        return labels, None
+    keep = ops.not_equal(labels, ignore_index)
+    return ops.where(keep, labels, 0), ops.expand_dims(ops.cast(keep, "float32"), -1)
+
+
+def _masked_mean(values, mask):
+    """Mean of `values` (B, *spatial, C) over the voxels where `mask` (B, *spatial, 1) is 1; 0 if none."""
+    if mask is None:
+        return ops.mean(values)
+    weight = ops.sum(mask) * values.shape[-1]
+    return ops.sum(values * mask) / ops.maximum(weight, 1.0)
+
+
+def dice_ce_loss(labels, logits, batch_dice: bool = False, ignore_index: int | None = None):
+    """labels: integer class indices (B, *spatial); logits: (B, *spatial, K), softmax-activated;
+    voxels of class index `ignore_index` (the ignore label, K) are left out."""
     logits = ops.cast(logits, "float32")
-    onehot = ops.one_hot(ops.cast(labels, "int32"), logits.shape[-1], dtype="float32")
+    labels, mask = annotated(labels, ignore_index)
+    onehot = ops.one_hot(labels, logits.shape[-1], dtype="float32")
     log_probs = ops.log_softmax(logits, axis=-1)
-    ce = -ops.mean(ops.sum(onehot * log_probs, axis=-1))
-    return ce + (1.0 - soft_dice(onehot, ops.exp(log_probs), batch_dice=batch_dice))
+    ce = -_masked_mean(ops.sum(onehot * log_probs, axis=-1, keepdims=True), mask)
+    probs = ops.exp(log_probs)
+    if mask is not None:  # nnU-Net's loss mask: the ignored voxels count in neither Dice sum
+        onehot, probs = onehot * mask, probs * mask
+    return ce + (1.0 - soft_dice(onehot, probs, batch_dice=batch_dice))
 
 
 def region_targets(labels, membership):
@@ -51,28 +78,40 @@ def binary_cross_entropy(targets, logits):
     return ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
-def region_dice_bce_loss(targets, logits, batch_dice: bool = False):
+def region_dice_bce_loss(targets, logits, batch_dice: bool = False, mask=None):
     """Binary cross-entropy (mean over voxels and regions) + 1 - soft Dice over all regions.
 
-    targets: (B, *spatial, R) region masks; logits: (B, *spatial, R), sigmoid-activated."""
+    targets: (B, *spatial, R) region masks; logits: (B, *spatial, R), sigmoid-activated; `mask`
+    (B, *spatial, 1), optional: the annotated voxels, the only ones counted."""
     logits = ops.cast(logits, "float32")
     targets = ops.cast(targets, "float32")
-    bce = ops.mean(binary_cross_entropy(targets, logits))
+    bce = _masked_mean(binary_cross_entropy(targets, logits), mask)
+    probs = ops.sigmoid(logits)
+    if mask is not None:
+        targets, probs = targets * mask, probs * mask
     # Every region is foreground: nnU-Net's do_bg=True for region training.
-    return bce + (1.0 - soft_dice(targets, ops.sigmoid(logits), include_background=True, batch_dice=batch_dice))
+    return bce + (1.0 - soft_dice(targets, probs, include_background=True, batch_dice=batch_dice))
 
 
-def confusion_counts(labels, probs, num_classes: int):
-    """True positives, false positives, false negatives per class (K,) of the argmax prediction."""
+def confusion_counts(labels, probs, num_classes: int, ignore_index: int | None = None):
+    """True positives, false positives, false negatives per class (K,) of the argmax prediction,
+    over the voxels whose class index is not `ignore_index`."""
+    labels, mask = annotated(labels, ignore_index)
     pred = ops.one_hot(ops.argmax(probs, axis=-1), num_classes, dtype="float32")
-    ref = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    ref = ops.one_hot(labels, num_classes, dtype="float32")
+    if mask is not None:
+        pred, ref = pred * mask, ref * mask
     return _counts(pred, ref)
 
 
-def region_confusion_counts(targets, probs, threshold: float = 0.5):
-    """True positives, false positives, false negatives per region (R,) of `probs > threshold`."""
+def region_confusion_counts(targets, probs, threshold: float = 0.5, mask=None):
+    """True positives, false positives, false negatives per region (R,) of `probs > threshold`,
+    over the voxels where `mask` (B, *spatial, 1), if given, is 1."""
     pred = ops.cast(ops.greater(ops.cast(probs, "float32"), threshold), "float32")
-    return _counts(pred, ops.cast(targets, "float32"))
+    targets = ops.cast(targets, "float32")
+    if mask is not None:
+        pred, targets = pred * mask, targets * mask
+    return _counts(pred, targets)
 
 
 def _counts(pred, ref):

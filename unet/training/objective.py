@@ -9,6 +9,8 @@ and the validation pseudo Dice) puts the activation on its full-resolution outpu
 - Regions (`regions`, resolved from `settings.regions`): one sigmoid channel per region, nnU-Net's
   DC_and_BCE (binary cross-entropy + soft Dice over all regions); targets are built from the
   class-index maps, a region being a set of label values.
+- Ignore label (`plan.ignore_label`, sparse annotation): its voxels (class index
+  `plan.ignore_index` in the segs) count in neither the loss nor the validation counts.
 - Deep supervision (`settings.deep_supervision`): heads at every decoder resolution but the
   bottleneck's; each head's loss against the target downsampled to its resolution (the label
   of the voxel the head's voxel is centred on, `output_offsets`), weighted
@@ -23,8 +25,8 @@ import keras
 from keras import ops
 
 from unet.inference.regions import check_regions, region_membership
-from unet.model.losses import (confusion_counts, deep_supervision_loss, deep_supervision_weights, dice_ce_loss,
-                               region_confusion_counts, region_dice_bce_loss, region_targets)
+from unet.model.losses import (annotated, confusion_counts, deep_supervision_loss, deep_supervision_weights,
+                               dice_ce_loss, region_confusion_counts, region_dice_bce_loss, region_targets)
 from unet.model.network import build_from_plan, output_offsets, output_strides, probability_model
 from unet.preprocessing.plan import Plan
 from unet.training.settings import TrainSettings
@@ -98,12 +100,15 @@ class Objective:
 
     def _single_loss(self, segs, logits):
         if self._resolved is None:
-            return dice_ce_loss(segs, logits, batch_dice=self.settings.batch_dice)
-        return region_dice_bce_loss(self._targets(segs), logits, batch_dice=self.settings.batch_dice)
+            return dice_ce_loss(segs, logits, batch_dice=self.settings.batch_dice, ignore_index=self.plan.ignore_index)
+        targets, mask = self._targets(segs)
+        return region_dice_bce_loss(targets, logits, batch_dice=self.settings.batch_dice, mask=mask)
 
     def _targets(self, segs):
-        values = self.plan.label_values
-        return region_targets(segs, region_membership(self._resolved, values).T)
+        """Region masks of class-index maps, and the mask of annotated voxels (None without an
+        ignore label)."""
+        segs, mask = annotated(segs, self.plan.ignore_index)
+        return region_targets(segs, region_membership(self._resolved, self.plan.label_values).T), mask
 
     def loss(self, segs, outputs):
         """Scalar float32 loss of a batch of class-index maps `segs` against the training model's
@@ -116,6 +121,7 @@ class Objective:
     def confusion(self, segs, outputs):
         """(tp, fp, fn), each (len(structure_names),), of one batch of inference-model outputs."""
         if self._resolved is not None:
-            return region_confusion_counts(self._targets(ops.convert_to_tensor(segs)), outputs)
-        tp, fp, fn = confusion_counts(segs, outputs, self.plan.num_classes)
+            targets, mask = self._targets(ops.convert_to_tensor(segs))
+            return region_confusion_counts(targets, outputs, mask=mask)
+        tp, fp, fn = confusion_counts(segs, outputs, self.plan.num_classes, ignore_index=self.plan.ignore_index)
         return tp[1:], fp[1:], fn[1:]
