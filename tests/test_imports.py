@@ -12,6 +12,7 @@ LIGHT_MODULES = [
     "unet.runtime",
     "unet.io.datasets",
     "unet.io.download",
+    "unet.io.labels",
     "unet.preprocessing.fingerprint",
     "unet.preprocessing.plan",
     "unet.preprocessing.spacing",

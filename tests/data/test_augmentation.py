@@ -219,6 +219,114 @@ def test_nnunet_settings_for_anisotropic_patches_rotate_in_plane():
     assert AugmentSettings.nnunet((64,) * 3).p_elastic == 0.0
 
 
+@pytest.mark.parametrize("patch, coarse", [((64, 64, 16), 2), ((16, 64, 64), 0), ((64, 16, 64), 1)])
+def test_anisotropic_settings_follow_the_coarse_axis_wherever_it_is(patch, coarse):
+    settings = AugmentSettings.nnunet(patch, elastic=True)
+    plane = tuple(a for a in range(3) if a != coarse)
+    assert settings.rotation_axes == (coarse,) and settings.rotation == pytest.approx(math.pi)
+    assert settings.scaling_axes == settings.low_resolution_axes == settings.elastic_axes == plane
+    assert settings.mirror_axes == (0, 1, 2)  # nnU-Net mirrors along every axis in its 2D mode too
+    # The spacing, when given, names the coarse axis, as nnU-Net's transpose does.
+    spacing = [0.8, 0.8, 0.8]
+    spacing[coarse] = 4.0
+    assert AugmentSettings.nnunet(patch, spacing=spacing).rotation_axes == (coarse,)
+    # Isotropic spacing: nnU-Net's axis 0 counts as the coarse one, whatever the patch's shape.
+    isotropic = AugmentSettings.nnunet(patch, spacing=[1.0, 1.0, 1.0])
+    assert isotropic.rotation_axes == ((0,) if coarse == 0 else (0, 1, 2))
+
+
+@pytest.mark.parametrize("patch, coarse", [((64, 64, 16), 2), ((16, 64, 64), 0)])
+def test_an_anisotropic_patch_moves_only_within_its_slices(patch, coarse):
+    """Rotated, scaled and deformed, every voxel still comes from its own slice along the coarse
+    axis: a case whose value is the coarse coordinate reads back exactly that coordinate."""
+    shape = [96, 96, 96]
+    shape[coarse] = patch[coarse]
+    ramp = np.arange(shape[coarse], dtype=np.float32).reshape([-1 if a == coarse else 1 for a in range(3)])
+    across = np.arange(shape[(coarse + 1) % 3], dtype=np.float32).reshape(
+        [-1 if a == (coarse + 1) % 3 else 1 for a in range(3)])
+    image = np.stack([np.broadcast_to(ramp + 1.0, shape), np.broadcast_to(across, shape)], -1).astype(np.float32)
+    seg = np.zeros(shape, np.uint8)
+    start = tf.constant([(n - p) // 2 for n, p in zip(shape, patch)])
+    settings = dataclasses.replace(AugmentSettings.nnunet(patch, elastic=True), p_rotation=1.0, p_scaling=1.0,
+                                   p_elastic=1.0)
+    expected = np.broadcast_to(np.moveaxis(np.arange(patch[coarse], dtype=np.float32)[:, None, None], 0, coarse)
+                               + 1.0, patch)
+    for i in range(3):
+        both = spatial_patch(image, seg, start, patch, settings, _seed(i, 9))[0].numpy()
+        out = both[..., 0]
+        inside = out != 0  # points rotated beyond the case read its zero border
+        assert inside.mean() > 0.5
+        np.testing.assert_allclose(out[inside], expected[inside], atol=1e-4)
+        assert not np.allclose(both[..., 1], crop(image, start, patch).numpy()[..., 1])  # the plane did move
+    # 3D settings on the same case tilt the slices: values mix across the coarse axis.
+    tilted = dataclasses.replace(settings, rotation_axes=(0, 1, 2), rotation=math.radians(30))
+    out = spatial_patch(image, seg, start, patch, tilted, _seed(1, 9))[0].numpy()[..., 0]
+    assert np.abs(out - expected)[out != 0].max() > 0.5
+
+
+def test_in_plane_elastic_deformation_is_the_same_in_every_slice():
+    field = elastic_displacement((16, 16, 4), 4.0, 2.0, _seed(7), axes=(0, 1)).numpy()
+    assert np.all(field[..., 2] == 0)
+    np.testing.assert_array_equal(field, np.broadcast_to(field[:, :, :1], field.shape))
+    np.testing.assert_allclose(np.abs(field[..., :2]).max(axis=(0, 1, 2)), 2.0, rtol=1e-4)
+
+
+# -- the non-zero mask after augmentation --------------------------------------------------------
+
+def _masked_case(shape=(28, 30, 26)):
+    """Channels 0 and 1 z-scored inside an ellipsoid mask (0 outside), channel 2 CT-like (not
+    masked: its own values outside too); the seg labels part of the mask."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    inside = sum(((g - (n - 1) / 2) / (0.3 * n)) ** 2 for g, n in zip(grids, shape)) < 1
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=shape + (3,)).astype(np.float32) + 3.0  # never exactly 0
+    image[~inside, :2] = 0.0
+    seg = (inside & (grids[0] > shape[0] / 2)).astype(np.uint8)
+    return image, seg, inside
+
+
+def _all_at_once(**extra):
+    return _only(p_noise=1.0, p_blur=1.0, p_brightness=1.0, p_contrast=1.0, p_low_resolution=1.0,
+                 p_gamma_inverted=1.0, p_gamma=1.0, mask_channels=(0, 1), **extra)
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_outside_the_augmented_mask_the_masked_channels_are_exactly_zero(spatial):
+    image, seg, inside = _masked_case()
+    settings = _all_at_once(p_rotation=1.0 if spatial else 0.0, p_scaling=1.0 if spatial else 0.0)
+    for i, start in enumerate(([6, 7, 5], [-3, 8, 12])):  # the second hangs over the case's border
+        seed = _seed(i, 5)
+        out, out_seg = (t.numpy() for t in augmented_patch(image, seg, tf.constant(start), PATCH, settings, seed))
+        # The augmented mask: the seg marked -1 outside the mask, by the same spatial draw.
+        _, marked = spatial_patch(image, seg, tf.constant(start), PATCH, settings,
+                                  tf.random.experimental.stateless_split(seed, 3)[0])
+        outside = marked.numpy() < 0
+        assert 0.1 < outside.mean() < 0.9
+        assert np.all(out[..., :2][outside] == 0.0)
+        assert np.all(out[..., :2][~outside] != 0.0)  # inside, the intensity transforms did act
+        assert np.all(out[..., 2][outside] != 0.0)  # a channel normalized without the mask keeps its values
+        assert out_seg.dtype == seg.dtype and set(np.unique(out_seg)) <= {0, 1}  # the marker is gone
+        if not spatial:  # the plain crop: the mask is the case's, cut out
+            np.testing.assert_array_equal(outside, ~crop(inside[..., None], start, PATCH).numpy()[..., 0])
+        # Without mask channels the noise and the rest leak into what preprocessing zeroed.
+        leaked = augmented_patch(image, seg, tf.constant(start), PATCH,
+                                 dataclasses.replace(settings, mask_channels=()), seed)[0].numpy()
+        assert np.mean(leaked[..., :2][outside] != 0.0) > 0.5
+
+
+def test_the_marked_mask_turns_with_the_patch():
+    image, seg, inside = _masked_case((16, 16, 16))
+    matrix = rotation_matrix([0.0, 0.0, math.pi / 2], [1.0, 1.0, 1.0])
+    _, marked = sample_through_grid(image, seg, tf.constant([0, 0, 0]), PATCH, matrix, mask_channels=(0,))
+    expected = np.where(~inside, -1, seg.astype(np.int32))
+    assert any(np.array_equal(marked.numpy(), np.rot90(expected, k, axes=(0, 1))) for k in (1, 3))
+
+
+def test_nnunet_settings_carry_the_mask_channels():
+    assert AugmentSettings.nnunet(PATCH, mask_channels=[0, 2]).mask_channels == (0, 2)
+    assert AugmentSettings.nnunet(PATCH).mask_channels == ()
+
+
 # -- determinism ------------------------------------------------------------------------------
 
 def test_same_seed_same_augmented_patch_and_seeds_vary():

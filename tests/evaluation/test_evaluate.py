@@ -229,3 +229,40 @@ def test_evaluate_folder_refuses_predictions_that_do_not_match_the_fold(tmp_path
     assert str(pred_dir) in str(err.value) and "fold 1" in str(err.value)
     with pytest.raises(ValueError, match=r"not in the fold \['case_b'\]"):
         evaluate_folder(pred_dir, refs, LABELS, [], fold=1, expected=["case_a"])
+
+
+def test_voxels_of_the_ignore_label_count_in_no_row():
+    """nnU-Net v2's sparse annotation: the reference's ignore-label voxels (value 3 here) are
+    left out of reference and prediction alike, and the ignore label gets no row."""
+    pred, ref = two_label_case()
+    ref[:, 2:] = 3  # half of every x slice unannotated
+    labels = {**LABELS, 3: "ignore"}
+    rows = evaluate_case("c1", pred, ref, labels, [Region("tumour", (1, 2))])
+    assert [r["label"] for r in rows] == ["edema", "core", "tumour"]
+    edema, core, tumour = rows
+    # Only the annotated half (y < 2) counts: every count of two_label_case halves.
+    assert (edema["tp"], edema["fp"], edema["fn"]) == (16, 0, 16)
+    assert (core["tp"], core["fp"], core["fn"]) == (16, 16, 0)  # no false positive from the ignored half
+    assert edema["pred_voxels"] == 16 and core["pred_voxels"] == 32
+    assert (tumour["tp"], tumour["fp"], tumour["fn"]) == (48, 0, 0)
+    # The same as scoring the annotated half alone, distances included.
+    half = evaluate_case("c1", pred[:, :2], ref[:, :2], LABELS, [Region("tumour", (1, 2))])
+    for row, expected in zip(rows, half):
+        for key in ("dice", "iou", "tp", "fp", "fn"):
+            assert row[key] == pytest.approx(expected[key]), key
+    # Without the ignore label declared, value 3 is just an undeclared value: core's FP rise.
+    plain = evaluate_case("c1", pred, ref, LABELS, [])
+    assert plain[1]["fp"] == 32 + 16
+
+
+def test_the_ignore_label_of_a_plan_keeps_its_name_for_evaluation():
+    from unet.preprocessing.plan import Plan
+
+    plan = Plan(dataset="t", modalities=("a",), labels={0: "background", 1: "a", 2: "ignore"}, spacing=(1.0,) * 3,
+                patch_size=(8,) * 3, batch_size=2, filters=(4,), strides=((1, 1, 1),), kernels=((3, 3, 3),),
+                normalization=())
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[:2] = 2
+    pred = np.ones_like(ref)
+    (row,) = evaluate_case("c", pred, ref, plan.labels)  # what the evaluate stage passes
+    assert row["label"] == "a" and row["fp"] == 32 and row["pred_voxels"] == 32

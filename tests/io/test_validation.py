@@ -224,6 +224,44 @@ def test_undeclared_label_values_are_named_with_their_voxel_counts(root: Path) -
                                  f"(declared: 0, 1, 2, 3)"]
 
 
+# --- the ignore label (sparse annotation) -------------------------------------------------------
+
+DEMO_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing tumour", "3": "enhancing tumour"}
+
+
+def test_an_ignore_label_with_the_highest_value_is_accepted_in_both_label_forms(root: Path) -> None:
+    data, affine = read(label(root, "DEMO_000"))
+    data = data.astype(np.uint8)
+    data[:4] = 4  # unannotated slices
+    save_nifti(label(root, "DEMO_000"), data, affine)
+    edit_meta(root, labels={**DEMO_LABELS, "4": "ignore"})
+    assert problems_of(root) == []
+    edit_meta(root, labels={"background": 0, "edema": 1, "non-enhancing tumour": 2, "enhancing tumour": 3,
+                            "ignore": 4})  # nnU-Net v2's form
+    assert problems_of(root) == []
+    assert load_dataset(root).labels[4] == "ignore"
+
+
+def test_an_ignore_label_below_another_value_or_in_a_region_is_named(root: Path) -> None:
+    edit_meta(root, labels={**DEMO_LABELS, "2": "ignore"}, regions=None)
+    meta = root / "dataset.json"
+    assert problems_of(root) == [f"{meta}: 'labels': the 'ignore' label (2) must have the highest value "
+                                 f"(highest declared: 3), as nnU-Net requires"]
+    edit_meta(root, labels={**DEMO_LABELS, "3": "ignore"}, regions={"tumour": [1, 2, 3]})
+    assert problems_of(root) == [f"{meta}: 'regions': region 'tumour' holds the 'ignore' label 3; "
+                                 f"unannotated voxels belong to no region"]
+
+
+def test_ignore_label_checks_on_mappings() -> None:
+    from unet.io.labels import ignore_problems, ignore_value
+
+    assert ignore_value({0: "background", 1: "a"}) is None
+    assert ignore_value({"0": "background", "1": "a", "2": "ignore"}) == 2
+    assert ignore_problems({0: "background", 1: "a", 2: "ignore"}) == []
+    assert "background value 0" in ignore_problems({0: "ignore", 1: "a"})[0]
+    assert "declare one" in ignore_problems({0: "background", 1: "ignore", 2: "ignore"})[0]
+
+
 # --- all at once ------------------------------------------------------------------------------
 
 def test_several_problems_are_reported_in_one_error_by_any_number_of_workers(root: Path) -> None:

@@ -54,3 +54,11 @@ def test_no_foreground_gives_empty_rows():
 def test_class_beyond_num_classes_is_an_error():
     with pytest.raises(ValueError, match="class index 3"):
         foreground_locations(seg_with([5, 5, 5]), num_classes=3, seed=0)
+
+
+def test_the_ignore_label_is_no_foreground():
+    seg = seg_with([50, 30, 400])  # class 3 is the ignore label's index (= the 3 predicted classes)
+    fg = foreground_locations(seg, num_classes=3, seed=0, ignore_index=3)
+    assert set(fg[:, 0].tolist()) == {1, 2} and len(fg) == 80
+    with pytest.raises(ValueError, match="class index 3"):  # without it, index 3 is no class of 3
+        foreground_locations(seg, num_classes=3, seed=0)

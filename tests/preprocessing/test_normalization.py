@@ -84,3 +84,16 @@ def test_json_round_trip():
     for n in (ChannelNormalization("zscore", use_mask=True),
               ChannelNormalization("ct", clip=(-1000.0, 400.0), mean=10.0, std=200.0)):
         assert ChannelNormalization.from_json(n.to_json()) == n
+
+
+def test_the_plan_names_the_channels_normalized_inside_the_mask():
+    from unet.preprocessing.plan import Plan
+
+    norms = (ChannelNormalization("ct", clip=(0.0, 1.0), mean=0.5, std=0.2),
+             ChannelNormalization("zscore", use_mask=True), ChannelNormalization("zscore"))
+    plan = Plan(dataset="t", modalities=("CT", "T1", "T2"), labels={0: "background", 1: "a"}, spacing=(1.0,) * 3,
+                patch_size=(8,) * 3, batch_size=2, filters=(4,), strides=((1, 1, 1),), kernels=((3, 3, 3),),
+                normalization=norms)
+    assert plan.mask_channels == (1,) and plan.nonzero_mask
+    plain = Plan(**{**plan.__dict__, "normalization": norms[::2]})
+    assert plain.mask_channels == () and not plain.nonzero_mask

@@ -319,3 +319,20 @@ def test_every_override_is_recorded():
 def test_overridable_keys_match_the_schema():
     schema = yaml.safe_load(SCHEMA.read_text())
     assert set(schema["properties"]["plan"]["properties"]) == set(OVERRIDABLE)
+
+
+def test_an_ignore_label_is_recorded_and_not_predicted(demo_fingerprint, tmp_path):
+    fingerprint = copy.deepcopy(demo_fingerprint)
+    fingerprint["labels"]["4"] = "ignore"
+    plans = make_plans(fingerprint)
+    assert plans["ignore_label"] == 4 and plans["planned"]["ignore_label"] == 4
+    plan = Plan.from_json(plans)
+    assert plan.labels[4] == "ignore"  # dataset.json's labels, every one
+    assert plan.ignore_label == 4 and plan.label_values == (0, 1, 2, 3) and plan.num_classes == 4
+    assert plan.seg_label_values == (0, 1, 2, 3, 4) and plan.ignore_index == 4
+    write_json(tmp_path / "plans.json", plans)
+    assert Plan.load(tmp_path / "plans.json") == plan
+    # The network is planned for the classes it predicts: the same as without the ignore label.
+    assert plan.memory_estimate_gb == Plan.from_json(make_plans(demo_fingerprint)).memory_estimate_gb
+    plain = make_plans(demo_fingerprint)
+    assert plain["ignore_label"] is None and Plan.from_json(plain).ignore_index is None

@@ -145,6 +145,28 @@ def test_geometry_round_trip_exact_at_target_spacing(tmp_path, axcodes):
     np.testing.assert_array_equal(restored, raw)
 
 
+# --- the ignore label -------------------------------------------------------------------------
+
+def test_the_ignore_label_stays_in_the_seg_and_out_of_the_foreground(tmp_path, demo_fingerprint):
+    fingerprint = {**demo_fingerprint, "labels": {**demo_fingerprint["labels"], "9": "ignore"}}
+    plan = Plan.from_json(make_plans(fingerprint))
+    label = np.zeros((12, 12, 12), np.uint8)
+    label[4:8, 4:8, 4:8] = 1
+    label[2:10, 2:10, 8:10] = 9  # unannotated slices (inside the non-zero box, which is kept)
+    case = small_case(tmp_path, label=label, affine=np.eye(4))
+    plan = dataclasses.replace(plan, spacing=(1.0, 1.0, 1.0))  # no resampling: exact indices
+    image, seg, _ = preprocess_arrays(case, plan)
+    assert plan.ignore_index == 4 == plan.num_classes
+    assert set(np.unique(seg).tolist()) == {0, 1, 4}
+    assert (seg == 4).sum() == (label == 9).sum()
+    preprocess_case(case, plan, tmp_path / "out")
+    fg = load_npy(tmp_path / "out" / "bad_fg.npy")
+    assert set(fg[:, 0].tolist()) == {1} and len(fg) == (label == 1).sum()
+    # Resampled, the ignore label is one more class of the label resampling, kept as such.
+    resampled = preprocess_arrays(case, dataclasses.replace(plan, spacing=(1.0, 1.0, 0.5)))[1]
+    assert set(np.unique(resampled).tolist()) == {0, 1, 4}
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 def small_case(tmp_path, image=None, label=None, affine=None, label_affine=None):

@@ -19,8 +19,12 @@ In nnU-Net's order, each with its probability per patch:
   gamma     0.1 on the inverted image, then 0.3 plain: per channel, gamma as BGContrast(0.7, 1.5),
             mean and std kept
   mirror    each axis with 0.5
-BGContrast(lo, hi) draws U(lo, 1) or U(1, hi) with equal odds. Patches much thinner along axis 0
-(nnU-Net's "dummy 2D" case) rotate only in-plane, up to 180 degrees, as nnU-Net does.
+  mask      channels z-scored inside the non-zero mask (`mask_channels`): 0 again outside the
+            augmented mask and the case, as nnU-Net's MaskImageTransform
+BGContrast(lo, hi) draws U(lo, 1) or U(1, hi) with equal odds. Anisotropic patches (nnU-Net's
+"dummy 2D": max(patch) / patch[coarse] > 3, the coarse axis anywhere in our RAS order, see
+`in_plane_axis`) are augmented in the plane across the coarse axis: rotation only about it, up
+to 180 degrees; scaling, elastic deformation and low resolution in-plane; mirroring on all axes.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from unet.data.sampling import crop
-from unet.data.spatial import elastic_displacement, rotation_matrix, sample_through_grid
+from unet.data.spatial import elastic_displacement, mark_outside, rotation_matrix, sample_through_grid, zero_outside
 from unet.preprocessing.spacing import ANISOTROPY_RATIO
 
 
@@ -60,19 +64,26 @@ class AugmentSettings:
     low_resolution: tuple[float, float] = (0.5, 1.0)
     low_resolution_per_channel: float = 0.5
     low_resolution_axes: tuple[int, ...] = (0, 1, 2)
+    elastic_axes: tuple[int, ...] = (0, 1, 2)  # axes the deformation moves along and varies over
     p_gamma_inverted: float = 0.1
     p_gamma: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.5)
     p_mirror: float = 0.5
     mirror_axes: tuple[int, ...] = (0, 1, 2)
+    mask_channels: tuple[int, ...] = ()  # normalized inside the non-zero mask (Plan.mask_channels)
 
     @classmethod
-    def nnunet(cls, patch_size: Sequence[int], elastic: bool = False) -> "AugmentSettings":
-        """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2."""
-        settings = cls(p_elastic=0.2 if elastic else 0.0)
-        if max(patch_size) / patch_size[0] > ANISOTROPY_RATIO:  # anisotropic patch: augment in-plane only
-            settings = replace(settings, rotation=math.pi, rotation_axes=(0,), scaling_axes=(1, 2),
-                               low_resolution_axes=(1, 2))
+    def nnunet(cls, patch_size: Sequence[int], elastic: bool = False, spacing: Sequence[float] | None = None,
+               mask_channels: Sequence[int] = ()) -> "AugmentSettings":
+        """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2.
+        `spacing` (the plan's), when given, names the coarse axis (see `in_plane_axis`);
+        `mask_channels` are set to 0 outside the mask after augmentation."""
+        settings = cls(p_elastic=0.2 if elastic else 0.0, mask_channels=tuple(int(c) for c in mask_channels))
+        coarse = in_plane_axis(patch_size, spacing)
+        if coarse is not None:  # anisotropic patch: augment in the plane across the coarse axis only
+            plane = tuple(a for a in range(3) if a != coarse)
+            settings = replace(settings, rotation=math.pi, rotation_axes=(coarse,), scaling_axes=plane,
+                               low_resolution_axes=plane, elastic_axes=plane)
         return settings
 
     @classmethod
@@ -80,6 +91,19 @@ class AugmentSettings:
         """No augmentation at all (every probability 0)."""
         return cls(p_rotation=0.0, p_scaling=0.0, p_elastic=0.0, p_noise=0.0, p_blur=0.0, p_brightness=0.0,
                    p_contrast=0.0, p_low_resolution=0.0, p_gamma_inverted=0.0, p_gamma=0.0, p_mirror=0.0)
+
+
+def in_plane_axis(patch_size: Sequence[int], spacing: Sequence[float] | None = None) -> int | None:
+    """The coarse axis of an anisotropic patch, or None for a patch augmented in 3D.
+
+    nnU-Net moves the axis of the coarsest spacing first and augments in 2D when max(patch) /
+    patch[0] > ANISOTROPY_RATIO. The coarse axis: the largest `spacing`'s (the first of equals,
+    as nnU-Net's argmax) or, without one, the patch's thinnest (the planner shapes the patch
+    after the spacing, so for anisotropic data both name the same axis)."""
+    patch = [int(p) for p in patch_size]
+    candidates = [float(s) for s in spacing] if spacing is not None else [-p for p in patch]
+    coarse = max(range(3), key=lambda a: (candidates[a], -a))
+    return coarse if max(patch) / patch[coarse] > ANISOTROPY_RATIO else None
 
 
 # -- random draws -------------------------------------------------------------------------------
@@ -134,7 +158,8 @@ def spatial_patch(image, seg, start, patch_size: Sequence[int], settings: Augmen
     """The patch at `start`, rotated / scaled / deformed when drawn, else a plain crop.
 
     `border`: layers of zeros the case carries around it (see sample_through_grid); `start` is
-    in the coordinates without them.
+    in the coordinates without them. With `settings.mask_channels` the seg comes back int32,
+    -1 outside the mask (`unet.data.spatial.mark_outside`).
     """
     patch = [int(p) for p in patch_size]
     s = tf.random.experimental.stateless_split(seed, 8)
@@ -147,21 +172,27 @@ def spatial_patch(image, seg, start, patch_size: Sequence[int], settings: Augmen
     factor = _uniform(s[4], [], *settings.scaling)
     scales = tf.where(tf.logical_and(scale, on_axes(settings.scaling_axes)), factor, 1.0)
 
+    masked = settings.mask_channels
+
     def resampled():
         matrix = rotation_matrix(angles, scales)
         if settings.p_elastic <= 0:
-            return sample_through_grid(image, seg, start, patch, matrix, border=border)
+            return sample_through_grid(image, seg, start, patch, matrix, border=border, mask_channels=masked)
 
         def deformed():
             spacing = _uniform(s[5], [], *settings.elastic_spacing) * float(max(patch))
             magnitude = _uniform(s[6], [], *settings.elastic_magnitude) * float(max(patch))
-            displacement = elastic_displacement(patch, spacing, magnitude, s[7])
-            return sample_through_grid(image, seg, start, patch, matrix, displacement, border=border)
+            displacement = elastic_displacement(patch, spacing, magnitude, s[7], settings.elastic_axes)
+            return sample_through_grid(image, seg, start, patch, matrix, displacement, border=border,
+                                       mask_channels=masked)
 
-        return tf.cond(deform, deformed, lambda: sample_through_grid(image, seg, start, patch, matrix, border=border))
+        plain = lambda: sample_through_grid(image, seg, start, patch, matrix, border=border,  # noqa: E731
+                                            mask_channels=masked)
+        return tf.cond(deform, deformed, plain)
 
     def cropped():
-        return crop(image, start + border, patch), crop(seg, start + border, patch)
+        image_patch = crop(image, start + border, patch)
+        return image_patch, mark_outside(image_patch, crop(seg, start + border, patch), masked)
 
     return tf.cond(rotate | scale | deform, resampled, cropped)
 
@@ -302,14 +333,18 @@ def intensity_augment(image, settings: AugmentSettings, seed):
 
 def augmented_patch(image, seg, start, patch_size: Sequence[int], settings: AugmentSettings, seed,
                     border: int = 0):
-    """One augmented patch of a case: spatial (or plain crop), intensity, mirroring.
+    """One augmented patch of a case: spatial (or plain crop), intensity, mirroring, and the
+    mask channels set to 0 outside the augmented mask.
 
     The intensity transforms work on the patch, never on the case. `border`: see spatial_patch.
     """
     patch = [int(p) for p in patch_size]
     s = tf.random.experimental.stateless_split(seed, 3)
+    seg_dtype = seg.dtype
     image, seg = spatial_patch(image, seg, start, patch, settings, s[0], border)
     image = tf.ensure_shape(image, patch + [None])
     seg = tf.ensure_shape(seg, patch)
     image = intensity_augment(image, settings, s[1])
+    if settings.mask_channels:
+        image, seg = zero_outside(image, seg, settings.mask_channels, seg_dtype)
     return mirror(image, seg, s[2], settings.p_mirror, settings.mirror_axes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -45,29 +45,6 @@ def _with_border(item):
     return {**item, "image": tf.pad(item["image"], pad + [[0, 0]]), "seg": tf.pad(item["seg"], pad)}
 
 
-def _decoded_cases(shard_dir, case_ids, memory_bytes) -> tuple[tf.data.Dataset, CaseBuffers]:
-    buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
-    cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
-    return (cases.cache() if buffers.cache else cases), buffers
-
-
-def _batches(cases: tf.data.Dataset, buffers: CaseBuffers, seed: tf.Tensor, patch: tuple[int, ...],
-             batch_size: int, oversampling: float, settings: AugmentSettings,
-             patches_per_case: int) -> tf.data.Dataset:
-    """Endless batches drawn with `seed` (an int64 tensor: one pipeline serves every epoch)."""
-    def sample(index, item):
-        seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
-        start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, oversampling, seeds[0])
-        return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
-
-    # Several patches per decoded case amortize reading a whole volume.
-    patches = (cases.repeat().shuffle(buffers.shuffle_cases, seed=seed)
-               .flat_map(lambda item: tf.data.Dataset.from_tensors(item).repeat(patches_per_case)))
-    return (patches.enumerate()
-            .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size, drop_remainder=True))
-
-
 def _with_threading(dataset: tf.data.Dataset, threads: int | None) -> tf.data.Dataset:
     options = tf.data.Options()
     # One thread per patch: patches run side by side, which beats splitting each op across cores.
@@ -77,43 +54,63 @@ def _with_threading(dataset: tf.data.Dataset, threads: int | None) -> tf.data.Da
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
-                     batch_size: int, oversampling: float, seed: int, augment: bool = True,
-                     patches_per_case: int = 4, elastic: bool = False,
-                     threads: int | None = None, memory_bytes: int | None = None) -> tf.data.Dataset:
-    """Endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
+BatchFactory = Callable[[int, int], tf.data.Dataset]  # (batch size, seed) -> endless batches
+
+
+def training_pipeline(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
+                      oversampling: float, augment: bool = True, patches_per_case: int = 4,
+                      elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
+                      mask_channels: Sequence[int] = ()) -> BatchFactory:
+    """`make(batch_size, seed)`: endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
     class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
-    deformation if `elastic`. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
-    Patch i is made from seed (seed, i), so a run is reproducible. The decoded cases held in
-    memory stay within `memory_bytes` (`case_buffers`).
+    deformation if `elastic`; `mask_channels` (`Plan.mask_channels`) are set to 0 again outside
+    the non-zero mask after it. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
+    Patch i of a dataset is made from seed (seed, i), so a run is reproducible. The decoded cases
+    held in memory stay within `memory_bytes` (`case_buffers`).
+
+    Every dataset `make` returns shares the decoded-case cache and one traced sampling function:
+    a training run calls it once per epoch (so that an epoch's patches depend on its seed alone)
+    without re-tracing the augmentation or re-reading the cases each time.
     """
-    return training_epochs(shard_dir, case_ids, patch_size, batch_size, oversampling, [seed], None, augment,
-                           patches_per_case, elastic, threads, memory_bytes)
-
-
-def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
-                    batch_size: int, oversampling: float, epoch_seeds: Sequence[int],
-                    steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 4,
-                    elastic: bool = False, threads: int | None = None,
-                    memory_bytes: int | None = None) -> tf.data.Dataset:
-    """`steps_per_epoch` batches for each seed of `epoch_seeds` in turn (None: endless batches of
-    the first), as `training_dataset` would draw them with that seed: an epoch's patches depend
-    on its seed alone. Built and traced once for the whole run, and the decoded cases are cached
-    once, where a pipeline per epoch would pay both every epoch."""
-    cases, buffers = _decoded_cases(shard_dir, case_ids, memory_bytes)
+    buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
+    cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
+    if buffers.cache:
+        cases = cases.cache()
     patch = tuple(int(p) for p in patch_size)
-    settings = AugmentSettings.nnunet(patch, elastic=elastic) if augment else AugmentSettings.off()
+    settings = (AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels) if augment
+                else AugmentSettings.off())
 
-    def epoch(seed):
-        batches = _batches(cases, buffers, seed, patch, batch_size, oversampling, settings, patches_per_case)
-        return batches if steps_per_epoch is None else batches.take(steps_per_epoch)
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), cases.element_spec])
+    def sample(seed, index, item):
+        seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
+        start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, oversampling, seeds[0])
+        return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
 
-    seeds = tf.constant([int(s) for s in epoch_seeds], tf.int64)
-    dataset = epoch(seeds[0]) if steps_per_epoch is None else \
-        tf.data.Dataset.from_tensor_slices(seeds).flat_map(epoch)
-    return _with_threading(dataset, threads)
+    def make(batch_size: int, seed: int) -> tf.data.Dataset:
+        seed_tensor = tf.constant(int(seed), tf.int64)
+        # Several patches per decoded case amortize reading a whole volume.
+        patches = (cases.repeat().shuffle(buffers.shuffle_cases, seed=int(seed))
+                   .flat_map(lambda item: tf.data.Dataset.from_tensors(item).repeat(patches_per_case)))
+        dataset = (patches.enumerate()
+                   .map(lambda index, item: sample(seed_tensor, index, item), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+                   .batch(batch_size, drop_remainder=True))
+        return _with_threading(dataset, threads)
+
+    make.sample = sample  # its tracing count shows that epochs share one trace
+    return make
+
+
+def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
+                     batch_size: int, oversampling: float, seed: int, augment: bool = True,
+                     patches_per_case: int = 4, elastic: bool = False,
+                     threads: int | None = None, memory_bytes: int | None = None,
+                     mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
+    """One dataset of `training_pipeline` (see there)."""
+    return training_pipeline(shard_dir, case_ids, patch_size, oversampling, augment, patches_per_case, elastic,
+                             threads, memory_bytes, mask_channels)(batch_size, seed)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],

@@ -5,10 +5,13 @@ voxel j is taken from the case at `centre + A @ (j - (patch - 1) / 2) + displace
 rotation times a scaling as in batchgeneratorsv2's SpatialTransform (A = Rz Ry Rx S; a scale
 above 1 samples a larger region, so structures look smaller). The image is read with trilinear
 interpolation and the seg with nearest neighbour, by gathering from the flattened case (no
-region is cut out first, no loop over voxels). Points outside the case read 0 in both (nnU-Net
-pads the seg with -1 and maps it to 0 later). nnU-Net reads the seg by interpolating each label's
-indicator linearly and taking the argmax; nearest neighbour is cheaper and differs only by a
-voxel at some borders.
+region is cut out first, no loop over voxels). Points outside the case read 0 in both. nnU-Net
+reads the seg by interpolating each label's indicator linearly and taking the argmax; nearest
+neighbour is cheaper and differs only by a voxel at some borders.
+
+With `mask_channels` (those normalized inside the non-zero mask) the seg comes back int32, -1
+where the nearest voxel is background outside that mask (0 in those channels) or outside the
+case: nnU-Net's marker of where the image is set to 0 again after augmentation (`zero_outside`).
 """
 
 from __future__ import annotations
@@ -37,22 +40,27 @@ def _interpolation_matrix(n_out: int, n_in):
     return (tf.one_hot(i0, n_in) * (1 - w)[:, None]) + (tf.one_hot(i0 + 1, n_in) * w[:, None])
 
 
-def elastic_displacement(patch_size: Sequence[int], spacing, magnitude, seed):
+def elastic_displacement(patch_size: Sequence[int], spacing, magnitude, seed, axes: Sequence[int] = (0, 1, 2)):
     """A smooth random displacement field (X, Y, Z, 3) in voxels, max |component| = `magnitude`.
 
     Gaussian noise on a coarse grid of control points `spacing` voxels apart (at least 3 per
     axis), trilinearly upsampled: smooth like batchgeneratorsv2's blurred noise, at the cost of
-    three small matrix products instead of a 3D blur.
+    three small matrix products instead of a 3D blur. Only `axes` move, and the field varies
+    only along them: with two axes, every slice across the third is deformed alike (2D).
     """
+    full = [int(p) for p in patch_size]
+    varying = [p if a in axes else 1 for a, p in enumerate(full)]
     spacing = tf.maximum(tf.cast(spacing, tf.float32), 1.0)
-    counts = [tf.maximum(tf.cast(tf.math.ceil(p / spacing), tf.int32) + 1, 3) for p in patch_size]
+    counts = [tf.maximum(tf.cast(tf.math.ceil(p / spacing), tf.int32) + 1, 3) for p in varying]
     noise = tf.random.stateless_normal(tf.stack([counts[0], counts[1], counts[2], 3]), seed)
-    mx, my, mz = (_interpolation_matrix(int(p), n) for p, n in zip(patch_size, counts))
+    noise = noise * tf.constant([1.0 if a in axes else 0.0 for a in range(3)])
+    mx, my, mz = (_interpolation_matrix(p, n) for p, n in zip(varying, counts))
     field = tf.einsum("zk,ijkc->ijzc", mz, noise)
     field = tf.einsum("yj,ijzc->iyzc", my, field)
     field = tf.einsum("xi,iyzc->xyzc", mx, field)
     peak = tf.reduce_max(tf.abs(field), axis=[0, 1, 2])
-    return field * (tf.cast(magnitude, tf.float32) / tf.maximum(peak, 1e-6))
+    field = field * (tf.cast(magnitude, tf.float32) / tf.maximum(peak, 1e-6))
+    return tf.broadcast_to(field, full + [3])
 
 
 def _sample_points(patch: list[int], centre, matrix, first_plane=0, planes=None):
@@ -70,9 +78,32 @@ def _sample_points(patch: list[int], centre, matrix, first_plane=0, planes=None)
             for a in range(3)]
 
 
-def _read(flat_image, flat_seg, coords, shape):
+def outside_mask(image_values, seg_values, mask_channels: Sequence[int]):
+    """Where a voxel is background outside the non-zero mask: 0 in every mask channel of the
+    image (..., C) and 0 in the seg (as nnU-Net marks -1 only where the seg is 0)."""
+    values = tf.gather(image_values, list(mask_channels), axis=-1)
+    return tf.reduce_all(tf.equal(values, 0.0), axis=-1) & tf.equal(seg_values, 0)
+
+
+def mark_outside(image, seg, mask_channels: Sequence[int]):
+    """The seg as int32 with -1 where `outside_mask`; unchanged without `mask_channels`."""
+    if not mask_channels:
+        return seg
+    return tf.where(outside_mask(image, seg, mask_channels), -1, tf.cast(seg, tf.int32))
+
+
+def zero_outside(image, marked_seg, mask_channels: Sequence[int], seg_dtype):
+    """nnU-Net's MaskImageTransform and RemoveLabelTransform(-1, 0): the mask channels 0 where
+    the seg is marked -1, and the marker back to background (as `seg_dtype`)."""
+    channels = tf.reduce_any(tf.equal(tf.range(tf.shape(image)[-1])[:, None], list(mask_channels)), axis=1)
+    image = tf.where((marked_seg < 0)[..., None] & channels, 0.0, image)
+    return image, tf.cast(tf.maximum(marked_seg, 0), seg_dtype)
+
+
+def _read(flat_image, flat_seg, coords, shape, mask_channels: Sequence[int] = ()):
     """Trilinear image and nearest seg at `coords` (3 flat arrays, already clamped into the
-    volume `shape`, whose outer layer is zero) from the flattened volume."""
+    volume `shape`, whose outer layer is zero) from the flattened volume; with `mask_channels`,
+    the seg marked -1 outside the mask of the nearest voxel (`mark_outside`)."""
     floors = [tf.minimum(tf.floor(c), tf.cast(shape[a] - 2, tf.float32)) for a, c in enumerate(coords)]
     fx, fy, fz = (c - f for c, f in zip(coords, floors))
     x, y, z = (tf.cast(f, tf.int32) for f in floors)
@@ -86,7 +117,10 @@ def _read(flat_image, flat_seg, coords, shape):
                 term = tf.gather(flat_image, base + (dx * plane + dy * row + dz)) * (wxy * wz)[:, None]
                 out = term if out is None else out + term
     nearest = [tf.cast(tf.floor(c + 0.5), tf.int32) for c in coords]
-    seg_out = tf.gather(flat_seg, (nearest[0] * shape[1] + nearest[1]) * shape[2] + nearest[2])
+    nearest = (nearest[0] * shape[1] + nearest[1]) * shape[2] + nearest[2]
+    seg_out = tf.gather(flat_seg, nearest)
+    if mask_channels:
+        seg_out = mark_outside(tf.gather(flat_image, nearest), seg_out, mask_channels)
     return out, seg_out
 
 
@@ -94,7 +128,7 @@ SLAB_VOXELS = 2**16  # points read per step: the step's temporaries stay in the 
 
 
 def sample_through_grid(image, seg, start, patch_size: Sequence[int], matrix, displacement=None,
-                        border: int = 0):
+                        border: int = 0, mask_channels: Sequence[int] = ()):
     """The patch whose unaugmented position starts at `start`, read through `matrix` (3, 3).
 
     `displacement` (X, Y, Z, 3) voxels, optional, is added to the rotated points (in case voxels,
@@ -127,9 +161,10 @@ def sample_through_grid(image, seg, start, patch_size: Sequence[int], matrix, di
             part = displacement[first:first + planes]
             coords = [c + part[..., a] for a, c in enumerate(coords)]
         coords = [tf.clip_by_value(tf.reshape(c, [-1]), 0.0, high[a]) for a, c in enumerate(coords)]
-        return _read(flat_image, flat_seg, coords, shape)
+        return _read(flat_image, flat_seg, coords, shape, mask_channels)
 
+    seg_dtype = tf.int32 if mask_channels else seg.dtype
     out, seg_out = tf.map_fn(slab, tf.range(0, patch[0], planes),
-                             fn_output_signature=(tf.float32, seg.dtype), parallel_iterations=1)
+                             fn_output_signature=(tf.float32, seg_dtype), parallel_iterations=1)
     return (tf.reshape(out, tf.concat([patch, [channels]], 0)),
             tf.reshape(seg_out, patch))

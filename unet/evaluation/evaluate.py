@@ -8,6 +8,10 @@ Columns (`COLUMNS`, see DESIGN.md `evaluation/fold_{k}.csv`):
   the CSV) when the reference or the prediction is empty;
 - ref_volume_ml, pred_volume_ml: voxel count x voxel volume (reference spacing) / 1000;
 - tp, fp, fn, ref_voxels, pred_voxels: voxel counts.
+
+A label named "ignore" (nnU-Net v2's sparse annotation, `unet.io.labels`) gets no row, and the
+voxels it covers in the reference count in no row: they are left out of reference and
+prediction alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from unet.evaluation.distances import bounding_box, surface_distances
 from unet.evaluation.metrics import check_empty, confusion, dice_from_counts, iou_from_counts, \
     voxel_volume_ml
 from unet.io.atomic import atomic_path
+from unet.io.labels import ignore_value
 from unet.io.nifti import load_label, voxel_spacing
 
 COLUMNS = ["case", "fold", "label", "label_value", "dice", "iou", "hd95", "hd", "asd",
@@ -61,9 +66,11 @@ def evaluation_regions(configured: Mapping[str, Sequence[int]] | None,
 
 
 def _foreground_labels(labels: Mapping[int, str]) -> list[tuple[int, str]]:
-    """(value, name) of the foreground labels, sorted by value; keys may be ints or digit strings."""
+    """(value, name) of the foreground labels but the ignore label, sorted by value; keys may be
+    ints or digit strings."""
+    ignore = ignore_value(labels)
     out = [(int(value), str(name)) for value, name in labels.items()]
-    return sorted((v, n) for v, n in out if v != 0)
+    return sorted((v, n) for v, n in out if v != 0 and v != ignore)
 
 
 def _row(case_id: str, name: str, value: int | None, pred: np.ndarray, ref: np.ndarray,
@@ -99,6 +106,7 @@ def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mappi
     `pred` and `ref` are label maps of the same shape holding the dataset's label values;
     `spacing` is the voxel size per array axis in mm; `empty` is "nan" or "one"
     (`unet.evaluation.metrics`). Region rows have `label` = region name, `label_value` = None.
+    Voxels of the reference's ignore label (named "ignore" in `labels`) count nowhere.
     """
     check_empty(empty)
     pred = np.asarray(pred)
@@ -106,6 +114,10 @@ def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mappi
     if pred.shape != ref.shape:
         raise ValueError(f"case {case_id}: prediction shape {pred.shape} differs from "
                          f"reference shape {ref.shape}")
+    ignore = ignore_value(labels)
+    if ignore is not None:  # unannotated: background in both, so no structure's mask holds them
+        annotated = ref != ignore
+        pred, ref = np.where(annotated, pred, 0), np.where(annotated, ref, 0)
     spacing = tuple(float(s) for s in spacing)
     # Every structure lies inside the box around all foreground: crop once, score the crop.
     box = bounding_box(pred != 0, ref != 0)

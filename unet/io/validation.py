@@ -1,6 +1,7 @@
 """Checking a raw MSD-layout dataset once, before any work, and naming every problem in one error.
 
-`load_dataset` has already checked dataset.json itself. Here every file it lists is read once, in
+`load_dataset` has already checked dataset.json itself; here its "ignore" label, if any, must be
+the highest value (nnU-Net v2's sparse annotation), and every file it lists is read once, in
 parallel over cases: missing or unreadable NIfTI files, images whose channels differ from
 dataset.json's 'modality', labels off their image's grid, NaN or infinite image voxels, label
 values that are not whole numbers or not declared in 'labels'. Each check is a function that
@@ -20,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from unet.io.labels import ignore_problems
 from unet.io.msd import Case, Dataset, DatasetError
 from unet.io.nifti import voxel_spacing
 
@@ -68,10 +70,11 @@ def dataset_problems(dataset: Dataset, workers: int = 1, progress: bool = True) 
 
 
 def metadata_problems(dataset: Dataset) -> list[str]:
-    """dataset.json's 'numTraining'/'numTest' against its lists; a case id listed twice."""
+    """dataset.json's 'numTraining'/'numTest' against its lists; a case id listed twice; an
+    ignore label that is not the highest value (`unet.io.labels`)."""
     meta_path = dataset.root / "dataset.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    problems = []
+    problems = [f"{meta_path}: {p}" for p in ignore_problems(dataset.labels, dataset.regions)]
     for key, cases in (("numTraining", dataset.training), ("numTest", dataset.test)):
         if key in meta and meta[key] != len(cases):
             listed = "training" if key == "numTraining" else "test"

@@ -3,6 +3,10 @@
 `plans.json` is the single source of truth for everything after planning. It records the
 planned values, the config overrides, and the effective values at its top level, which is
 what `Plan.load` reads. `unet.preprocessing.planning` writes it.
+
+`labels` holds every label of dataset.json, an "ignore" label too (`unet.io.labels`);
+`label_values` and `num_classes` are those the network predicts, without it. The preprocessed
+seg holds the class indices of `seg_label_values`, where the ignore label is `ignore_index`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from unet.io.atomic import read_json
+from unet.io.labels import ignore_value
 from unet.preprocessing.memory import DEFAULT_GPU_MEMORY_GB
 from unet.preprocessing.normalization import ChannelNormalization
 
@@ -19,7 +24,7 @@ from unet.preprocessing.normalization import ChannelNormalization
 class Plan:
     dataset: str
     modalities: tuple[str, ...]
-    labels: dict[int, str]                     # label value -> name, background included
+    labels: dict[int, str]                     # label value -> name, background (and "ignore") included
     spacing: tuple[float, ...]                 # target spacing, canonical axes
     patch_size: tuple[int, ...]
     batch_size: int
@@ -32,17 +37,39 @@ class Plan:
     memory_estimate_gb: float = 0.0                # `unet.preprocessing.memory` of patch, batch and network, GiB
 
     @property
+    def ignore_label(self) -> int | None:
+        """The value of the label named "ignore" (unannotated voxels), or None."""
+        return ignore_value(self.labels)
+
+    @property
     def label_values(self) -> tuple[int, ...]:
-        return tuple(sorted(self.labels))
+        """The label values the network predicts, background first: all but the ignore label."""
+        return tuple(v for v in sorted(self.labels) if v != self.ignore_label)
+
+    @property
+    def seg_label_values(self) -> tuple[int, ...]:
+        """The label values of the preprocessed seg's class indices: the ignore label last."""
+        return self.label_values + (() if self.ignore_label is None else (self.ignore_label,))
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The ignore label's class index in the preprocessed seg (= num_classes), or None."""
+        return None if self.ignore_label is None else self.num_classes
+
+    @property
+    def mask_channels(self) -> tuple[int, ...]:
+        """The channels z-scored inside the non-zero mask (0 outside it)."""
+        return tuple(c for c, n in enumerate(self.normalization) if n.scheme == "zscore" and n.use_mask)
 
     @property
     def nonzero_mask(self) -> bool:
         """Whether normalization treats zero voxels as outside the object (z-score in the mask)."""
-        return any(n.scheme == "zscore" and n.use_mask for n in self.normalization)
+        return bool(self.mask_channels)
 
     @property
     def num_classes(self) -> int:
-        return len(self.labels)
+        """Classes the network predicts (its output channels without regions)."""
+        return len(self.label_values)
 
     @property
     def num_channels(self) -> int:
@@ -52,6 +79,7 @@ class Plan:
         d = asdict(self)
         d["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
         d["normalization"] = [n.to_json() for n in self.normalization]
+        d["ignore_label"] = self.ignore_label  # recorded for readers; derived from labels on load
         return d
 
     @classmethod

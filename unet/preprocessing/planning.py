@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unet.io.labels import ignore_value
 from unet.preprocessing.memory import (DEFAULT_GPU_MEMORY_GB, memory_budget, memory_estimate_gb,
                                        training_memory)
 from unet.preprocessing.normalization import choose_normalization
@@ -172,8 +173,9 @@ def plan_fullres(fingerprint: dict, overrides: dict) -> Plan:
     spacing = tuple(float(s) for s in overrides.get("spacing") or target_spacing(spacings, crop_shapes))
     median_shape = median_shape_at(cases, spacing)
     gpu_gb = float(overrides.get("gpu_memory_gb", DEFAULT_GPU_MEMORY_GB))
+    predicted = len(fingerprint["labels"]) - (ignore_value(fingerprint["labels"]) is not None)  # no ignore output
     network = plan_network(spacing, median_shape, len(cases), len(fingerprint["modalities"]),
-                           len(fingerprint["labels"]), memory_budget(gpu_gb), overrides)
+                           predicted, memory_budget(gpu_gb), overrides)
     return Plan(
         dataset=fingerprint["dataset"], modalities=tuple(fingerprint["modalities"]),
         labels={int(k): v for k, v in fingerprint["labels"].items()},

@@ -1,7 +1,8 @@
 """Per-case preprocessing: canonical orientation, crop, normalize, resample (nnU-Net's order).
 
 Outputs per case, in `out_dir`: {case}.npy (X, Y, Z, C) float32, and for training cases
-{case}_seg.npy (X, Y, Z) uint8 class indices and {case}_fg.npy foreground locations (see
+{case}_seg.npy (X, Y, Z) uint8 class indices (of `Plan.seg_label_values`: an ignore label is
+kept, as the last index) and {case}_fg.npy foreground locations (see
 `unet.preprocessing.locations`); then {case}.json geometry. Arrays are computed in full before
 anything is written, and every file is written atomically, the geometry last, so a case whose
 geometry JSON exists is complete.
@@ -71,9 +72,9 @@ def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | 
         del outside
     seg = None
     if loaded.label is not None:
-        seg = values_to_indices(crop(loaded.label, box), plan.label_values, str(case.label))
+        seg = values_to_indices(crop(loaded.label, box), plan.seg_label_values, str(case.label))
         if not same:
-            seg = resample_labels(seg, shape, plan.num_classes, separate_axis=axis)
+            seg = resample_labels(seg, shape, len(plan.seg_label_values), separate_axis=axis)
 
     geometry = CaseGeometry(
         case=case.id, raw_shape=loaded.raw_shape, raw_affine=loaded.raw_affine,
@@ -93,7 +94,8 @@ def preprocess_case(case: Case, plan: Plan, out_dir: str | Path) -> CaseGeometry
         arrays = {f"{case.id}.npy": image}
         if seg is not None:
             arrays[f"{case.id}_seg.npy"] = seg
-            arrays[f"{case.id}_fg.npy"] = foreground_locations(seg, plan.num_classes, case_seed(case.id))
+            arrays[f"{case.id}_fg.npy"] = foreground_locations(seg, plan.num_classes, case_seed(case.id),
+                                                               ignore_index=plan.ignore_index)
         for name, array in arrays.items():
             save_npy(out_dir / name, array)
             written.append(out_dir / name)
