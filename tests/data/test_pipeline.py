@@ -76,19 +76,29 @@ def test_validation_patches(shard_dir, n):
 
 
 def test_one_pipeline_serves_every_epoch_as_a_pipeline_per_epoch_would(shard_dir):
-    """A training run makes each epoch's dataset from one training_pipeline: the augmentation is
-    traced once for all of them, and each draws what a pipeline of its own would with its seed."""
-    from unet.data.pipeline import training_pipeline
+    """training_epochs (built and traced once per run) draws, epoch by epoch, what training_dataset
+    draws with that epoch's seed: an epoch's patches depend on its seed alone, so a resumed run
+    sees the same patches. It works whatever TensorFlow's global seed was (0 included)."""
+    import keras
 
-    make = training_pipeline(shard_dir, ["a", "b", "c"], PATCH, oversampling=0.5, augment=True)
-    epochs = {seed: _take(make(2, seed), 3) for seed in (5, 9, 5)}
-    assert make.sample.experimental_get_tracing_count() == 1
-    for seed, batches in epochs.items():
-        alone = _take(training_dataset(shard_dir, ["a", "b", "c"], PATCH, 2, 0.5, seed=seed, augment=True), 3)
-        for (image, seg), (image_alone, seg_alone) in zip(batches, alone):
+    from unet.data.pipeline import training_epochs
+
+    keras.utils.set_random_seed(0)
+    kwargs = dict(batch_size=2, oversampling=0.5, augment=True)
+    run = _take(training_epochs(shard_dir, ["a", "b", "c"], PATCH, epoch_seeds=[5, 9], steps_per_epoch=3,
+                                **kwargs), 10)
+    assert len(run) == 6  # exactly steps_per_epoch batches per epoch, then the end
+    resumed = _take(training_epochs(shard_dir, ["a", "b", "c"], PATCH, epoch_seeds=[9], steps_per_epoch=3,
+                                    **kwargs), 10)
+    for i, seed in enumerate([5, 9]):
+        alone = _take(training_dataset(shard_dir, ["a", "b", "c"], PATCH, seed=seed, **kwargs), 3)
+        for (image, seg), (image_alone, seg_alone) in zip(run[3 * i:3 * i + 3], alone):
             np.testing.assert_array_equal(image, image_alone)
             np.testing.assert_array_equal(seg, seg_alone)
-    assert not np.array_equal(epochs[5][0][0], epochs[9][0][0])
+    for (image, seg), (image_resumed, seg_resumed) in zip(run[3:], resumed):
+        np.testing.assert_array_equal(image, image_resumed)
+        np.testing.assert_array_equal(seg, seg_resumed)
+    assert not np.array_equal(run[0][0], run[3][0])
 
 
 def test_mask_channels_are_zero_again_where_augmentation_reads_outside_the_case(shard_dir):

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from unet.training.settings import TrainSettings
 
-EPOCHS, STEPS = 2, 80  # an epoch must outlast the progress bar's 1 s redraw interval
+EPOCHS, STEPS = 2, 200  # an epoch must outlast the progress bar's 1 s redraw interval
 SETTINGS = TrainSettings(epochs=EPOCHS, steps_per_epoch=STEPS, validation_patches=2, seed=3, deterministic=True)
 
 TRAIN = """

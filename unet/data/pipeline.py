@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -54,25 +54,29 @@ def _with_threading(dataset: tf.data.Dataset, threads: int | None) -> tf.data.Da
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-BatchFactory = Callable[[int, int], tf.data.Dataset]  # (batch size, seed) -> endless batches
+# tf.data's shuffle combines its seed with TensorFlow's global seed, and cannot take a seed tensor
+# (one per epoch, below) when the global seed is 0: the pipeline fixes the global seed to this.
+SHUFFLE_GLOBAL_SEED = 1
 
 
-def training_pipeline(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
-                      oversampling: float, augment: bool = True, patches_per_case: int = 4,
-                      elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
-                      mask_channels: Sequence[int] = ()) -> BatchFactory:
-    """`make(batch_size, seed)`: endless batches of (image (B, *patch, C), seg (B, *patch)) patches.
+def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
+                    batch_size: int, oversampling: float, epoch_seeds: Sequence[int],
+                    steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 4,
+                    elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
+                    mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
+    """Batches of (image (B, *patch, C), seg (B, *patch)) patches: `steps_per_epoch` for each seed
+    of `epoch_seeds` in turn (None: endless batches of the first seed).
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
     class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`; `mask_channels` (`Plan.mask_channels`) are set to 0 again outside
     the non-zero mask after it. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
-    Patch i of a dataset is made from seed (seed, i), so a run is reproducible. The decoded cases
-    held in memory stay within `memory_bytes` (`case_buffers`).
+    Patch i of an epoch is made from (its seed, i), and its cases are shuffled with its seed alone,
+    so an epoch's patches do not depend on the epochs before it (a resumed run sees the same). The
+    decoded cases held in memory stay within `memory_bytes` (`case_buffers`).
 
-    Every dataset `make` returns shares the decoded-case cache and one traced sampling function:
-    a training run calls it once per epoch (so that an epoch's patches depend on its seed alone)
-    without re-tracing the augmentation or re-reading the cases each time.
+    One dataset serves the whole run: the augmentation is traced once and the decoded cases are
+    cached once, where a pipeline per epoch pays both (and an iterator) at every epoch.
     """
     buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
     cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
@@ -82,25 +86,25 @@ def training_pipeline(shard_dir: str | Path, case_ids: Sequence[str], patch_size
     settings = (AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels) if augment
                 else AugmentSettings.off())
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), cases.element_spec])
     def sample(seed, index, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
         start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, oversampling, seeds[0])
         return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
 
-    def make(batch_size: int, seed: int) -> tf.data.Dataset:
-        seed_tensor = tf.constant(int(seed), tf.int64)
+    def epoch(seed):
         # Several patches per decoded case amortize reading a whole volume.
-        patches = (cases.repeat().shuffle(buffers.shuffle_cases, seed=int(seed))
+        patches = (cases.repeat().shuffle(buffers.shuffle_cases, seed=seed)
                    .flat_map(lambda item: tf.data.Dataset.from_tensors(item).repeat(patches_per_case)))
-        dataset = (patches.enumerate()
-                   .map(lambda index, item: sample(seed_tensor, index, item), num_parallel_calls=tf.data.AUTOTUNE,
+        batches = (patches.enumerate()
+                   .map(lambda index, item: sample(seed, index, item), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
                    .batch(batch_size, drop_remainder=True))
-        return _with_threading(dataset, threads)
+        return batches if steps_per_epoch is None else batches.take(steps_per_epoch)
 
-    make.sample = sample  # its tracing count shows that epochs share one trace
-    return make
+    tf.random.set_seed(SHUFFLE_GLOBAL_SEED)
+    seeds = tf.constant([int(s) for s in epoch_seeds], tf.int64)
+    dataset = epoch(seeds[0]) if steps_per_epoch is None else tf.data.Dataset.from_tensor_slices(seeds).flat_map(epoch)
+    return _with_threading(dataset, threads)
 
 
 def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
@@ -108,9 +112,9 @@ def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size:
                      patches_per_case: int = 4, elastic: bool = False,
                      threads: int | None = None, memory_bytes: int | None = None,
                      mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
-    """One dataset of `training_pipeline` (see there)."""
-    return training_pipeline(shard_dir, case_ids, patch_size, oversampling, augment, patches_per_case, elastic,
-                             threads, memory_bytes, mask_channels)(batch_size, seed)
+    """Endless batches drawn with `seed`: what `training_epochs` gives an epoch with that seed."""
+    return training_epochs(shard_dir, case_ids, patch_size, batch_size, oversampling, [seed], None, augment,
+                           patches_per_case, elastic, threads, memory_bytes, mask_channels)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],

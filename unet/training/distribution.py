@@ -31,7 +31,7 @@ HOROVOD_HELP = ("config train.distribution: horovod needs Horovod, which is not 
                 "environment ({error}). Run `make horovod-env` to build .venv-horovod (pins in "
                 "envs/horovod.txt; Horovod 0.28.1 builds against TensorFlow 2.15), or set "
                 "train.distribution: auto")
-DatasetFactory = Callable[[int, int], tf.data.Dataset]  # (batch size, seed) -> endless batches
+DatasetFactory = Callable[[int, int], tf.data.Dataset]  # (batch size, seed offset) -> batches
 
 
 class Distribution:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from unet.data.pipeline import training_pipeline, validation_patches
+from unet.data.pipeline import training_epochs, validation_patches
 from unet.io.atomic import atomic_path
 from unet.preprocessing.plan import Plan
 from unet.runtime import machine_info
@@ -150,14 +150,11 @@ class FoldTrainer:
         machine = {**machine_info(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()),
                    "gpus": len(tf.config.list_physical_devices("GPU")), "replicas": self.replicas}
 
-        # One pipeline for the run: each epoch's dataset shares its case cache and traced sampling.
-        self.pipeline = training_pipeline(self.shard_dir, self.train_ids, plan.patch_size, s.oversampling, s.augment,
-                                          elastic=s.elastic, mask_channels=plan.mask_channels,
-                                          memory_bytes=s.input_memory_mb * 2**20 if s.input_memory_mb else None)
+        batches = self._run_batches(int(self.epoch.numpy()))
         for epoch in range(int(self.epoch.numpy()), s.epochs):
             lr = learning_rate(s.scheduler, s.learning_rate, epoch, s.epochs, s.warmup_epochs)
             self.optimizer.learning_rate.assign(lr)
-            batches = self._epoch_batches(epoch)
+            keras.utils.set_random_seed(epoch_seed(s.seed, epoch))  # any other randomness (Python, NumPy, TF)
             start, losses = time.perf_counter(), []
             bar = tqdm(range(s.steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False,
                        mininterval=1.0)
@@ -194,13 +191,20 @@ class FoldTrainer:
         writer.close()
         return rows
 
-    def _epoch_batches(self, epoch: int):
-        """This epoch's batches, a function of (seed, epoch) only: a run resumed at `epoch` draws
-        the same patches, in the same order, as one that was never interrupted."""
-        seed = epoch_seed(self.settings.seed, epoch)
-        keras.utils.set_random_seed(seed)  # any other randomness (Python, NumPy, TF ops) too
-        # The distribution sizes the batches (global or per process) and seeds each process's share.
-        return self.distribution.batches(self.pipeline, self.plan.batch_size, seed)
+    def _run_batches(self, first_epoch: int):
+        """The batches of epochs `first_epoch`.. to the end, from one input pipeline; an epoch's
+        patches are a function of (seed, epoch) only, so a run resumed at `first_epoch` draws the
+        same patches, in the same order, as one that was never interrupted."""
+        s, plan = self.settings, self.plan
+        seeds = [epoch_seed(s.seed, epoch) for epoch in range(first_epoch, s.epochs)]
+        memory_bytes = s.input_memory_mb * 2**20 if s.input_memory_mb else None
+        # The distribution sizes the batches (global or per process) and offsets each process's seeds.
+        return self.distribution.batches(
+            lambda batch, offset: training_epochs(self.shard_dir, self.train_ids, plan.patch_size, batch,
+                                                  s.oversampling, [seed + offset for seed in seeds],
+                                                  s.steps_per_epoch, s.augment, elastic=s.elastic,
+                                                  memory_bytes=memory_bytes, mask_channels=plan.mask_channels),
+            plan.batch_size, 0)
 
     def _save_weights(self, path: Path) -> None:
         with atomic_path(path, suffix=".weights.h5") as tmp:
