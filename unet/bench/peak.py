@@ -27,7 +27,7 @@ import sys
 # 2048^3: 17 GFLOP per product, 48 MiB of operands: large enough that packing and thread start-up
 # are noise (the rate saturates from about 1024 on), small enough to take well under a second.
 MATMUL_SIZE = 2048
-REPEATS = 10
+REPEATS = 20
 
 # Run by a fresh interpreter, so self-contained: numpy or TensorFlow only.
 _MATMUL = """
