@@ -45,6 +45,7 @@ from unet.bench.reference_env import jax_python
 from unet.bench.train_jax import run_jax
 from unet.preprocessing.plan import Plan
 from unet.preprocessing.topology import filters_per_level, topology
+from unet.runtime import machine_info
 
 # NVIDIA DeepLearningExamples, TensorFlow2 nnU-Net README: training throughput, 1x A100 80GB,
 # AMP, batch 2, BraTS (4 channels) at 128x128x128.
@@ -213,8 +214,6 @@ def benchmark_train(plan: Plan, patch_size: Sequence[int], batch_size: int, amps
     (`make bench-env`); rows (each with its fraction of the peak), FLOPs, machine, environment
     and NVIDIA's reference."""
     import tensorflow as tf
-
-    from unet.runtime import machine_info
 
     if jax:
         jax_python(jax_venv)  # a missing virtualenv stops here, before the TensorFlow grid
