@@ -57,3 +57,50 @@ def test_amp_means_bfloat16_without_a_gpu():
 
     assert device_amps([False, True], gpu=True) == [False, True]
     assert device_amps([False, True, "float16"], gpu=False) == [False, "bfloat16", "float16"]
+
+
+def test_the_matmul_peak_is_a_plausible_rate():
+    import time
+
+    import numpy as np
+
+    from unet.bench.peak import matmul_peak, numpy_matmul_flop_s
+
+    n = 1024
+    a = np.ones((n, n), np.float32)
+    a @ a
+    seconds = []
+    for _ in range(20):  # the best of many, as the subprocess: other jobs on the machine only slow it down
+        start = time.perf_counter()
+        a @ a
+        seconds.append(time.perf_counter() - start)
+    direct = 2 * n ** 3 / min(seconds)
+    rate = numpy_matmul_flop_s(1, size=n, repeats=20)
+    # The same product timed here (numpy's default threads) and in the subprocess (one): same order.
+    assert 0.1 * direct <= rate <= 10 * direct
+    peak = matmul_peak(1, size=n, repeats=2)
+    assert peak["gflop_s"] == max(peak["numpy_gflop_s"], peak["tensorflow_onednn_gflop_s"]) > 0
+    assert peak["threads"] == 1 and peak["matmul_size"] == n
+
+
+def test_the_json_carries_machine_and_peak_and_each_row_its_fraction(monkeypatch):
+    import functools
+    import json
+
+    from unet.bench import peak as peak_module, train
+    from unet.bench.train import benchmark_train, format_table
+
+    monkeypatch.setattr(train, "matmul_peak", functools.partial(peak_module.matmul_peak, size=256, repeats=1))
+    plan = dataclasses.replace(default_plan(2, 3), filters=(4, 8))
+    result = json.loads(json.dumps(benchmark_train(plan, (16, 16, 16), 2, [False], [False], warmup=1, steps=2,
+                                                   jax=False, threads=1)))
+    machine, peak = result["machine"], result["peak"]
+    assert set(machine) == {"cpu", "vector_extensions", "threads", "onednn"}
+    assert machine["cpu"] and machine["threads"] == 1 and isinstance(machine["onednn"], bool)
+    assert peak["threads"] == 1 and peak["gflop_s"] > 0
+    assert len(result["rows"]) == 2
+    for row in result["rows"]:
+        assert row["peak_fraction"] == pytest.approx(row["achieved_tflop_s"] * 1e3 / peak["gflop_s"])
+        assert f"| {row['peak_fraction']:.1%} |" in format_row(row)
+    table = format_table(result)
+    assert machine["cpu"] in table and "matmul peak" in table and "Of peak" in table

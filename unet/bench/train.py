@@ -17,6 +17,10 @@ training step is taken as 3x the forward pass. NVIDIA's TF2 nnU-Net reaches 29.3
 A100 80GB (AMP, batch 2, 128x128x128x4); `reference` gives the FLOP/s that is by this
 convention, for comparison with `achieved_tflop_s` on your GPU.
 
+Each row's FLOP rate is also a fraction (`peak_fraction`) of the machine's own float32 matmul rate
+on the same threads (`unet.bench.peak`), which travels between machines where img/s does not; the
+JSON and the table's header say what it depends on: CPU, vector extensions, threads, oneDNN.
+
     python -m unet.bench.train --jax-venv .bench/jax-venv --patch 32 --batch 2 --out train.json [--plans plans.json]
     python -m unet.bench.train --no-jax --patch 32    # TensorFlow only
 """
@@ -36,10 +40,12 @@ from typing import Sequence
 import numpy as np
 
 from unet.bench.flops import plan_forward_flops
+from unet.bench.peak import available_threads, matmul_peak, peak_fraction
 from unet.bench.reference_env import jax_python
 from unet.bench.train_jax import run_jax
 from unet.preprocessing.plan import Plan
 from unet.preprocessing.topology import filters_per_level, topology
+from unet.runtime import machine_info
 
 # NVIDIA DeepLearningExamples, TensorFlow2 nnU-Net README: training throughput, 1x A100 80GB,
 # AMP, batch 2, BraTS (4 channels) at 128x128x128.
@@ -203,13 +209,17 @@ def device_amps(amps, gpu: bool) -> list:
 def benchmark_train(plan: Plan, patch_size: Sequence[int], batch_size: int, amps=(False, True),
                     xlas=(False, True), warmup: int = 3, steps: int = 20, jax: bool = True,
                     threads: int | None = None, jax_venv: str | Path | None = None) -> dict:
-    """The grid on TensorFlow (loop and compile), then with `jax` the `jax compile` rows from the
-    virtualenv `jax_venv` (`make bench-env`); rows, FLOPs, environment and NVIDIA's reference."""
+    """The matmul peak on `threads` (default: all this process may use), the grid on TensorFlow
+    (loop and compile), then with `jax` the `jax compile` rows from the virtualenv `jax_venv`
+    (`make bench-env`); rows (each with its fraction of the peak), FLOPs, machine, environment
+    and NVIDIA's reference."""
     import tensorflow as tf
 
     if jax:
         jax_python(jax_venv)  # a missing virtualenv stops here, before the TensorFlow grid
     plan = benchmark_plan(plan, patch_size)
+    cpu_threads = threads or available_threads()
+    peak = matmul_peak(cpu_threads)
     amps = device_amps(amps, bool(tf.config.list_physical_devices("GPU")))
     rows = run_grid(plan, batch_size, amps, xlas, warmup, steps, ["loop", "compile"])
     jax_info = None
@@ -217,8 +227,11 @@ def benchmark_train(plan: Plan, patch_size: Sequence[int], batch_size: int, amps
         result = run_jax(plan, batch_size, amps, warmup, steps, jax_venv, threads)
         rows += result.pop("rows")
         jax_info = result
+    for row in rows:
+        row["peak_fraction"] = peak_fraction(row, peak)
     flops = plan_forward_flops(plan)
-    return {"environment": {**environment(threads), "jax": jax_info},
+    return {"machine": machine_info(cpu_threads), "peak": peak,
+            "environment": {**environment(threads), "jax": jax_info},
             "network": {"patch_size": list(plan.patch_size), "channels": plan.num_channels,
                         "classes": plan.num_classes, "filters": list(plan.filters),
                         "strides": [list(s) for s in plan.strides], "kernels": [list(k) for k in plan.kernels]},
@@ -231,15 +244,26 @@ def benchmark_train(plan: Plan, patch_size: Sequence[int], batch_size: int, amps
 def format_row(row: dict) -> str:
     lat = row["latency_ms"]
     amp = {False: "off", True: "fp16"}.get(row["amp"], row["amp"])
+    # The grid prints each row as it is measured, before the peak is set on it.
+    fraction = f"{row['peak_fraction']:.1%}" if "peak_fraction" in row else "-"
     return (f"| {row['framework']} {row['path']} | {amp} | {'on' if row['xla'] else 'off'} | {row['batch_size']} | "
             f"{row['resolution']} | {row['throughput_img_s']:.2f} | {lat['mean']:.1f} | {lat['p90']:.1f} | "
-            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {row['achieved_tflop_s'] * 1000:.1f} |")
+            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {row['achieved_tflop_s'] * 1000:.1f} | {fraction} |")
+
+
+def format_header(machine: dict, peak: dict) -> list[str]:
+    return [f"CPU: {machine['cpu']} ({', '.join(machine['vector_extensions']) or 'no vector extensions known'}); "
+            f"{machine['threads']} threads; oneDNN {'on' if machine['onednn'] else 'off'}",
+            f"matmul peak: {peak['gflop_s']:.1f} GFLOP/s ({peak['dtype']} {peak['matmul_size']}^2 on "
+            f"{peak['threads']} threads: numpy {peak['numpy_gflop_s']:.1f}, "
+            f"TensorFlow with oneDNN {peak['tensorflow_onednn_gflop_s']:.1f})", ""]
 
 
 def format_table(result: dict) -> str:
-    lines = ["| Step | AMP | XLA | Batch size | Resolution | Throughput Avg [img/s] | Latency Avg [ms] | "
-             "Latency 90% [ms] | Latency 95% [ms] | Latency 99% [ms] | Achieved [GFLOP/s] |",
-             "|:--|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|"]
+    lines = format_header(result["machine"], result["peak"])
+    lines += ["| Step | AMP | XLA | Batch size | Resolution | Throughput Avg [img/s] | Latency Avg [ms] | "
+              "Latency 90% [ms] | Latency 95% [ms] | Latency 99% [ms] | Achieved [GFLOP/s] | Of peak |",
+              "|:--|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|"]
     lines += [format_row(row) for row in result["rows"]]
     flops, ref = result["flops"], result["reference"]
     lines += ["", f"forward {flops['forward_gflop_per_patch']:.3f} GFLOP per patch; {flops['convention']}",
@@ -267,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-jax", action="store_true", help="skip the KERAS_BACKEND=jax measurement")
     parser.add_argument("--jax-venv", help="folder of the JAX virtualenv (required unless --no-jax; "
                                            "`make bench-env` builds .bench/jax-venv)")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="default: all CPUs this process may use")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args(argv)
     if not args.no_jax:
@@ -275,14 +299,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             jax_python(args.jax_venv)
         except (ValueError, FileNotFoundError) as error:
             parser.error(f"{error}; or measure TensorFlow only with --no-jax")
-    if args.threads:
-        from unet.runtime import configure_tensorflow
+    from unet.runtime import configure_tensorflow
 
-        configure_tensorflow(args.threads)
+    # As `train` runs it (oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set), on all CPUs by default.
+    threads = args.threads or available_threads()
+    configure_tensorflow(threads)
     plan = Plan.load(args.plans) if args.plans else default_plan()
     patch = args.patch * 3 if len(args.patch) == 1 else args.patch
     result = benchmark_train(plan, patch, args.batch, _flag_list(args.amp), _flag_list(args.xla), args.warmup,
-                             args.steps, jax=not args.no_jax, threads=args.threads, jax_venv=args.jax_venv)
+                             args.steps, jax=not args.no_jax, threads=threads, jax_venv=args.jax_venv)
     if args.out:
         from unet.io.atomic import write_json
 
