@@ -24,6 +24,7 @@ LIGHT_MODULES = [
     "unet.evaluation.evaluate",
     "unet.evaluation.summary",
     "unet.evaluation.plots",
+    "unet.evaluation.report",
     "unet.io.demo",
     "unet.data.splits",
     "unet.inference.sliding_window",

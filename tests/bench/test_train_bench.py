@@ -104,3 +104,25 @@ def test_the_json_carries_machine_and_peak_and_each_row_its_fraction(monkeypatch
         assert f"| {row['peak_fraction']:.1%} |" in format_row(row)
     table = format_table(result)
     assert machine["cpu"] in table and "matmul peak" in table and "Of peak" in table
+
+
+def test_the_rule_times_the_plans_network_and_records_plans_and_fold(monkeypatch, tmp_path, capsys):
+    import functools
+    import json
+
+    from unet.bench import peak as peak_module, train
+    from unet.io.atomic import write_json
+
+    monkeypatch.setattr(train, "matmul_peak", functools.partial(peak_module.matmul_peak, size=256, repeats=1))
+    plan = dataclasses.replace(default_plan(2, 3), filters=(4, 8), patch_size=(16, 16, 16))
+    write_json(tmp_path / "plans.json", plan.to_json())
+    out = tmp_path / "benchmarks" / "train.json"
+    summary = train.run_benchmark(tmp_path / "plans.json", out, fold=2, patch_size=None, batch_size=1,
+                                  amps=[False], xlas=[False], warmup=1, steps=2, jax=False, threads=1)
+    result = json.loads(out.read_text())
+    assert result["plans"] == str(tmp_path / "plans.json") and result["fold"] == 2
+    assert result["network"]["patch_size"] == [16, 16, 16]  # the plan's patch when none is given
+    assert [(r["batch_size"], r["path"]) for r in result["rows"]] == [(1, "loop"), (1, "compile")]
+    table = train.format_table(result)
+    assert table in capsys.readouterr().out  # into the job's log
+    assert summary == f"benchmark_train ({tmp_path / 'plans.json'}):\n{table}\nwritten to {out}"

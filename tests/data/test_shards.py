@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from unet.data import shards
-from unet.data.shards import read_cases, write_shards
+from unet.data.shards import read_cases, write_shards, write_shards_and_splits
+from unet.data.splits import make_splits
 from unet.io.atomic import read_json, save_npy, write_json
 
 SHAPES = {"a": (5, 6, 7), "b": (8, 4, 3), "c": (6, 6, 6)}
@@ -122,3 +123,12 @@ def test_shards_without_locations_ask_for_a_rerun(preprocessed, tmp_path):
     write_json(out / shards.INDEX, index)
     with pytest.raises(ValueError, match="rerun the shard rule"):
         read_cases(out, ["a"])
+
+
+def test_the_rule_writes_the_shards_and_the_splits(preprocessed, tmp_path):
+    index = write_shards_and_splits(preprocessed, ["c", "a", "b"], tmp_path / "shards", tmp_path / "splits.json",
+                                    nfolds=3, seed=5)
+    assert index == read_json(tmp_path / "shards" / "index.json")
+    assert [case for shard in index["shards"] for case in shard["cases"]] == ["c", "a", "b"]
+    assert read_json(tmp_path / "splits.json") == make_splits(["a", "b", "c"], 3, 5)
+    assert read_json(tmp_path / "splits.json") != make_splits(["a", "b", "c"], 3, 0)  # the seed is used

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 
 from unet.evaluation.distances import average_surface_distance, hausdorff, hd95
-from unet.evaluation.evaluate import COLUMNS, Region, evaluate_case, evaluate_folder, \
+from unet.evaluation.evaluate import COLUMNS, Region, evaluate_case, evaluate_fold, evaluate_folder, \
     evaluation_regions, write_table
+from unet.io.atomic import write_json
+from unet.io.demo import generate_demo
 from unet.io.msd import DatasetError, load_dataset, write_dataset_json
 from unet.io.nifti import save_nifti
 
@@ -266,3 +268,34 @@ def test_the_ignore_label_of_a_plan_keeps_its_name_for_evaluation():
     pred = np.ones_like(ref)
     (row,) = evaluate_case("c", pred, ref, plan.labels)  # what the evaluate stage passes
     assert row["label"] == "a" and row["fp"] == 32 and row["pred_voxels"] == 32
+
+
+def test_evaluate_fold_scores_the_folds_cases_by_the_plans_labels(tmp_path, capsys):
+    from unet.preprocessing.plan import Plan
+
+    dataset = load_dataset(generate_demo(tmp_path / "demo", n_train=3, n_test=0))
+    write_json(tmp_path / "splits.json", [{"train": ["DEMO_002"], "val": ["DEMO_000", "DEMO_001"]},
+                                          {"train": ["DEMO_000", "DEMO_001"], "val": ["DEMO_002"]}])
+    # Labels from the plan, not from dataset.json: here only one of the demo's three.
+    plan = Plan(dataset="demo", modalities=("FLAIR", "T1gd"), labels={0: "background", 1: "oedema"},
+                spacing=(1.0,) * 3, patch_size=(8,) * 3, batch_size=2, filters=(4,), strides=((1, 1, 1),),
+                kernels=((3, 3, 3),), normalization=())
+    write_json(tmp_path / "plans.json", plan.to_json())
+    (tmp_path / "pred").mkdir()
+    case = dataset.case("DEMO_002")
+    (tmp_path / "pred" / case.label.name).write_bytes(case.label.read_bytes())  # a perfect prediction
+    run = dict(plans=tmp_path / "plans.json", empty="one")
+
+    table = evaluate_fold(tmp_path / "pred", tmp_path / "splits.json", 1, tmp_path / "demo",
+                          tmp_path / "fold_1.csv", **run)
+    assert table["label"].tolist() == ["oedema", "whole tumour", "tumour core", "enhancing tumour"]
+    assert (table["case"] == "DEMO_002").all() and (table["fold"] == 1).all() and (table["dice"] == 1.0).all()
+    assert pd.read_csv(tmp_path / "fold_1.csv")["label"].tolist() == table["label"].tolist()
+    assert "empty structures: one" in capsys.readouterr().out
+
+    table = evaluate_fold(tmp_path / "pred", tmp_path / "splits.json", 1, tmp_path / "demo",
+                          tmp_path / "fold_1.csv", regions={"tumour": [1, 2, 3]}, **run)
+    assert table["label"].tolist() == ["oedema", "tumour"]  # configured regions replace the dataset's
+    with pytest.raises(ValueError, match="missing \\['DEMO_000', 'DEMO_001'\\]"):
+        evaluate_fold(tmp_path / "pred", tmp_path / "splits.json", 0, tmp_path / "demo",
+                      tmp_path / "fold_0.csv", **run)

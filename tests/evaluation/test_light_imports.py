@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 MODULES = ["unet.evaluation.metrics", "unet.evaluation.distances", "unet.evaluation.evaluate",
-           "unet.evaluation.summary", "unet.evaluation.plots", "unet.evaluation.mosaic"]
+           "unet.evaluation.summary", "unet.evaluation.plots", "unet.evaluation.mosaic",
+           "unet.evaluation.report"]
 
 
 def test_evaluation_modules_stay_light():

@@ -5,9 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from unet.inference.benchmark import TimedPredictor, benchmark_predict, format_tables, patch_benchmark
+from unet.inference.benchmark import TimedPredictor, benchmark_predict, format_tables, patch_benchmark, \
+    run_benchmark
 from unet.inference.predict import PredictSettings, ensemble_predictor, load_models, preprocessed_inputs
 from unet.inference.sliding_window import window_starts
+from unet.io.atomic import write_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -66,3 +68,20 @@ def test_benchmark_on_a_tiny_model(preprocessed_demo, trained_results):
     table = format_tables(result)
     assert "| 3 | 1 | 16x16x16 |" in table and "| 3 | 2 | 16x16x16 |" in table
     assert f"| {ids[0]} |" in table and f"{whole['ratio']:.3f}" in table
+
+
+def test_the_rule_benchmarks_the_folds_validation_cases(preprocessed_demo, trained_results, tmp_path, capsys):
+    ids = [case.id for case in preprocessed_demo.dataset.training]
+    write_json(tmp_path / "splits.json", [{"train": ids[:1], "val": ids[1:]}, {"train": ids[1:], "val": ids[:1]}])
+    model, out = trained_results / "fold_0" / "model.keras", tmp_path / "benchmarks" / "predict.json"
+    summary = run_benchmark(model, tmp_path / "splits.json", 0, preprocessed_demo.preprocessed, out,
+                            plans=trained_results / "plans.json", section={"overlap": 0.25, "batch_size": 3},
+                            batch_sizes=(2,), warmup=1, steps=2, threads=1)
+    result = json.loads(out.read_text())
+    assert result["model"] == str(model) and result["fold"] == 0
+    assert [c["case"] for c in result["whole_case"]["cases"]] == ids[1:]
+    assert result["whole_case"]["settings"]["overlap"] == 0.25 and result["whole_case"]["settings"]["batch_size"] == 3
+    assert [(r["batch_size"], r["steps"]) for r in result["patches"]] == [(2, 2)]
+    tables = format_tables(result)
+    assert tables in capsys.readouterr().out  # into the job's log
+    assert summary == f"benchmark_predict (fold 0, model {model}):\n{tables}\nwritten to {out}"

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import unet.io.brats as brats
-from unet.io.datasets import fetch_dataset, known_case_ids, prepare_dataset
+from unet.io.datasets import download_dataset, fetch_dataset, known_case_ids, prepare_dataset, \
+    write_case_list, write_dataset_ok
 from unet.io.demo import generate_demo
 from unet.io.msd import DatasetError, load_dataset
 from unet.io.nifti import save_nifti
@@ -206,3 +210,84 @@ def test_fetch_checks_a_users_folder(own_dataset: Path, tmp_path: Path) -> None:
     assert fetch_dataset("MyTask", own_dataset) == "folder"
     with pytest.raises(DatasetError, match="no such folder"):
         fetch_dataset("Nope", tmp_path / "Nope")
+
+
+# --- the jobs of the `download`, `case_list` and `validate` rules -------------------------------
+
+def test_download_records_the_task_its_folder_and_source(own_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results" / "download.json"
+    assert download_dataset("MyTask", str(own_dataset), out) == "folder"
+    assert json.loads(out.read_text()) == {"task": "MyTask", "path": str(own_dataset), "source": "folder"}
+    with pytest.raises(DatasetError, match="no such folder"):
+        download_dataset("Nope", tmp_path / "Nope", tmp_path / "nope.json")
+    assert not (tmp_path / "nope.json").exists()
+
+
+def test_case_list_names_training_and_test_cases(own_dataset: Path, tmp_path: Path) -> None:
+    write_case_list(own_dataset, tmp_path / "cases.json")
+    assert json.loads((tmp_path / "cases.json").read_text()) == {"training": ["DEMO_000", "DEMO_001"],
+                                                                 "test": ["DEMO_002"]}
+
+
+def test_dataset_ok_records_what_the_checked_dataset_holds(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "dataset.ok"
+    write_dataset_ok("demo", tmp_path / "demo", out, demo={"n_train": 2, "n_test": 1})
+    assert json.loads(out.read_text()) == {
+        "task": "demo", "path": str(tmp_path / "demo"), "modalities": ["FLAIR", "T1gd"],
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumour", "3": "enhancing tumour"},
+        "regions": {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]},
+        "training_cases": 2, "test_cases": 1}
+
+
+def test_dataset_ok_records_the_ingest(tmp_path: Path) -> None:
+    src = write_brats(tmp_path / "brats")
+    ingest = {"format": "brats", "source": str(src)}
+    write_dataset_ok("BraTS", tmp_path / "data" / "BraTS", tmp_path / "dataset.ok", ingest=ingest)
+    record = json.loads((tmp_path / "dataset.ok").read_text())
+    assert record["ingest"] == ingest and record["training_cases"] == 2 and record["test_cases"] == 0
+
+
+def test_a_broken_dataset_writes_no_dataset_ok(own_dataset: Path, tmp_path: Path) -> None:
+    (own_dataset / "labelsTr" / "DEMO_001.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="DEMO_001"):
+        write_dataset_ok("MyTask", own_dataset, tmp_path / "dataset.ok")
+    assert not (tmp_path / "dataset.ok").exists()
+
+
+JOB = textwrap.dedent("""
+    import sys
+    from unet.io.datasets import dataset_job_log
+    from unet.io.download import DownloadError
+    from unet.io.msd import DatasetError
+    errors = {"data": DatasetError("data/X/dataset.json: missing"),
+              "download": DownloadError("http://x: 404; check the task name"),
+              "bug": KeyError("modality")}
+    with dataset_job_log(sys.argv[1]):
+        print("checking", flush=True)
+        if sys.argv[2] in errors:
+            raise errors[sys.argv[2]]
+    print("done")
+""")
+
+
+@pytest.mark.parametrize("mode,message", [("data", "DatasetError: data/X/dataset.json: missing"),
+                                          ("download", "DownloadError: http://x: 404; check the task name")])
+def test_a_data_error_ends_the_job_with_its_message_only(tmp_path: Path, mode: str, message: str) -> None:
+    log = tmp_path / "job.log"
+    result = subprocess.run([sys.executable, "-c", JOB, str(log), mode], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert log.read_text() == f"checking\n{message}\n"  # no traceback, not even of the exit
+    assert "done" not in result.stdout
+
+
+def test_a_bug_in_a_dataset_job_keeps_its_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    for mode in ("bug", "ok"):
+        result = subprocess.run([sys.executable, "-c", JOB, str(log), mode], capture_output=True,
+                                text=True, timeout=60)
+        if mode == "bug":
+            assert result.returncode == 1 and "Traceback" in log.read_text()
+            assert log.read_text().rstrip().endswith("KeyError: 'modality'")
+        else:
+            assert result.returncode == 0 and log.read_text() == "checking\n" and result.stdout == "done\n"

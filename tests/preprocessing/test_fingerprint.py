@@ -7,7 +7,7 @@ from unet.io.demo import generate_demo
 from unet.io.msd import load_dataset
 from unet.io.nifti import load_image, load_label, save_nifti, voxel_spacing
 from unet.io.orientation import Reorientation
-from unet.preprocessing.fingerprint import SAMPLES_PER_CASE, compute_fingerprint
+from unet.preprocessing.fingerprint import SAMPLES_PER_CASE, compute_fingerprint, write_fingerprint
 
 STAT_KEYS = {"mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5"}
 
@@ -72,3 +72,9 @@ def test_undeclared_label_value_names_the_file(tmp_path):
         compute_fingerprint(ds)
     assert str(bad) in str(err.value)
     assert "[7]" in str(err.value)
+
+
+def test_the_rule_writes_the_fingerprint_of_the_training_cases(demo_root, demo_fingerprint, tmp_path):
+    fingerprint = write_fingerprint(demo_root, tmp_path / "fingerprint.json", workers=2)
+    assert json.loads((tmp_path / "fingerprint.json").read_text()) == fingerprint
+    assert fingerprint == demo_fingerprint  # the same statistics, whatever the number of workers

@@ -9,7 +9,7 @@ import yaml
 from unet.io.atomic import write_json
 from unet.preprocessing.memory import GIB, RESERVED_GB, training_memory
 from unet.preprocessing.plan import Plan
-from unet.preprocessing.planning import OVERRIDABLE, make_plans
+from unet.preprocessing.planning import OVERRIDABLE, make_plans, write_plans
 from unet.preprocessing.topology import total_stride
 
 SCHEMA = Path(__file__).parents[2] / "schemas" / "config.schema.yaml"
@@ -336,3 +336,14 @@ def test_an_ignore_label_is_recorded_and_not_predicted(demo_fingerprint, tmp_pat
     assert plan.memory_estimate_gb == Plan.from_json(make_plans(demo_fingerprint)).memory_estimate_gb
     plain = make_plans(demo_fingerprint)
     assert plain["ignore_label"] is None and Plan.from_json(plain).ignore_index is None
+
+
+def test_the_rule_writes_plans_json_and_shows_both_plans(demo_fingerprint, tmp_path, capsys):
+    write_json(tmp_path / "fingerprint.json", demo_fingerprint)
+    plans = write_plans(tmp_path / "fingerprint.json", tmp_path / "plans.json",
+                        overrides={"batch_size": 3, "patch_size": None})
+    assert plans == make_plans(demo_fingerprint, {"batch_size": 3})
+    assert json.loads((tmp_path / "plans.json").read_text()) == json.loads(json.dumps(plans))
+    log = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in log] == ["planned", "effective", "overrides"]
+    assert "'batch_size': 2" in log[0] and "'batch_size': 3" in log[1] and log[2] == "overrides {'batch_size': 3}"

@@ -17,7 +17,9 @@ from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
 from unet.preprocessing.plan import Plan
 from unet.preprocessing.planning import make_plans
-from unet.preprocessing.preprocess import preprocess_arrays, preprocess_case, values_to_indices
+from unet.io.atomic import write_json
+from unet.preprocessing.preprocess import preprocess_arrays, preprocess_case, preprocess_dataset_case, \
+    values_to_indices
 from unet.preprocessing.resampling import resample_labels
 
 
@@ -311,3 +313,12 @@ def test_outside_the_mask_stays_exactly_zero_after_resampling(tmp_path):
     zeros = masked[..., 0] == 0
     assert 0.2 < zeros.mean() < 0.9 and np.abs(masked[~zeros]).min() > 0  # outside exactly 0, inside not
     assert not np.any(plain[..., 0] == 0)  # without the mask, nothing is zeroed
+
+
+def test_the_rule_preprocesses_the_named_case_of_the_dataset(demo_root, demo_plan, tmp_path, capsys):
+    write_json(tmp_path / "plans.json", demo_plan.to_json())
+    geometry = preprocess_dataset_case(demo_root, "DEMO_002", tmp_path / "plans.json", tmp_path / "out")
+    assert geometry.case == "DEMO_002" and geometry.target_spacing == demo_plan.spacing
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "DEMO_002.json", "DEMO_002.npy", "DEMO_002_fg.npy", "DEMO_002_seg.npy"]
+    assert capsys.readouterr().out.startswith(f"DEMO_002: crop {geometry.crop_box}, ")

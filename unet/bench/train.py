@@ -43,6 +43,7 @@ from unet.bench.flops import plan_forward_flops
 from unet.bench.peak import available_threads, matmul_peak, peak_fraction
 from unet.bench.reference_env import jax_python
 from unet.bench.train_jax import run_jax
+from unet.io.atomic import write_json
 from unet.preprocessing.plan import Plan
 from unet.preprocessing.topology import filters_per_level, topology
 from unet.runtime import machine_info
@@ -273,6 +274,21 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_benchmark(plans: str | Path, out: str | Path, *, fold: int, patch_size: Sequence[int] | None = None,
+                  batch_size: int = 2, amps=(False, True), xlas=(False, True), warmup: int = 3, steps: int = 20,
+                  jax: bool = True, threads: int | None = None, jax_venv: str | Path | None = None) -> str:
+    """Rule `benchmark_train`: `benchmark_train` of the plan `plans` (its patch unless `patch_size`),
+    written with the plans' path and `fold` to `out` (JSON), its table printed. Returns what to
+    tell the user: the table and where it is."""
+    plan = Plan.load(plans)
+    result = benchmark_train(plan, patch_size or plan.patch_size, batch_size, amps, xlas, warmup, steps,
+                             jax=jax, threads=threads, jax_venv=jax_venv)
+    write_json(out, {"plans": str(plans), "fold": fold, **result})
+    table = format_table(result)
+    print(table)
+    return f"benchmark_train ({plans}):\n{table}\nwritten to {out}"
+
+
 def _flag_list(text: str) -> list:
     values = {"off": False, "false": False, "on": True, "true": True, "fp16": True, "float16": "float16",
               "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -309,8 +325,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = benchmark_train(plan, patch, args.batch, _flag_list(args.amp), _flag_list(args.xla), args.warmup,
                              args.steps, jax=not args.no_jax, threads=threads, jax_venv=args.jax_venv)
     if args.out:
-        from unet.io.atomic import write_json
-
         write_json(args.out, result)
     print(format_table(result))
 

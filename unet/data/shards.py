@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from unet.data.splits import make_splits
 from unet.io.atomic import atomic_path, load_npy, read_json, write_json
 from unet.preprocessing.locations import FG_SAMPLES_PER_CLASS, case_seed, foreground_locations
 
@@ -92,6 +93,16 @@ def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir:
               f"{', ...' if len(computed) > 5 else ''}): foreground locations sampled from the seg")
     index = {"format": FORMAT, "shards": shards}
     write_json(out_dir / INDEX, index)
+    return index
+
+
+def write_shards_and_splits(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path,
+                            splits: str | Path, nfolds: int, seed: int = 0) -> dict:
+    """Rule `shard`: `write_shards` of the training cases `case_ids` into `out_dir`, and their
+    k-fold splits (`make_splits` with `nfolds` and `seed`) to `splits` (splits.json). Returns the
+    shards' index."""
+    index = write_shards(preprocessed_dir, case_ids, out_dir)
+    write_json(splits, make_splits(case_ids, nfolds, seed))
     return index
 
 

@@ -12,4 +12,5 @@ and `report` stages start fast. Modules:
 - `plots`: box plot of a metric per label/region.
 - `mosaic`: image, reference and prediction of the worst cases on their slice of most
   disagreement.
+- `report`: the report stage: the summary, plots and mosaic of all folds.
 """

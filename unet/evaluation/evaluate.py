@@ -25,12 +25,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from unet.data.splits import load_fold
 from unet.evaluation.distances import bounding_box, surface_distances
 from unet.evaluation.metrics import check_empty, confusion, dice_from_counts, iou_from_counts, \
     voxel_volume_ml
 from unet.io.atomic import atomic_path
 from unet.io.labels import ignore_value
+from unet.io.msd import load_dataset
 from unet.io.nifti import load_label, voxel_spacing
+from unet.preprocessing.plan import Plan
 
 COLUMNS = ["case", "fold", "label", "label_value", "dice", "iou", "hd95", "hd", "asd",
            "ref_volume_ml", "pred_volume_ml", "tp", "fp", "fn", "ref_voxels", "pred_voxels"]
@@ -200,3 +203,19 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` as CSV atomically; regions' label_value and nan values are empty fields."""
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
+
+
+def evaluate_fold(predictions: str | os.PathLike, splits: str | os.PathLike, fold: int,
+                  data_dir: str | os.PathLike, out: str | os.PathLike, *, plans: str | os.PathLike,
+                  regions: Mapping[str, Sequence[int]] | None = None, empty: str = "nan") -> pd.DataFrame:
+    """Rule `evaluate`: fold `fold`'s predictions (the folder `predictions`, exactly the fold's
+    validation cases in `splits`) against the references of the dataset in `data_dir`, per label
+    of the plan `plans` and per region (`regions`, config `evaluate.regions`: see
+    `evaluation_regions`); the table written to `out` (CSV) and returned."""
+    dataset = load_dataset(data_dir)
+    scored = evaluation_regions(regions, dataset.regions)
+    print(f"regions: {[(r.name, r.labels) for r in scored]}; empty structures: {empty}")
+    table = evaluate_folder(predictions, {c.id: c.label for c in dataset.training}, Plan.load(plans).labels,
+                            scored, fold=fold, empty=empty, expected=load_fold(splits, fold)["val"])
+    write_table(table, out)
+    return table

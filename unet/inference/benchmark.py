@@ -5,6 +5,7 @@ warm-up calls, the table format of NVIDIA's nnU-Net benchmarks. Whole cases: the
 `sliding_window_inference` on each case against the sum of the predictor's own call times on
 the same windows; their ratio is the stitching overhead (cutting windows, batching, weighting and
 accumulating, padding), 1.0 being none. The predictor is any callable, as for the sliding window.
+`run_benchmark` is the workflow's `benchmark_predict` rule.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from unet.inference.predict import CaseInput, PredictSettings, predict_case
+from unet.data.splits import load_fold
+from unet.inference.predict import (CaseInput, PredictSettings, ensemble_predictor, load_models,
+                                    predict_case, preprocessed_inputs)
 from unet.inference.restore import labels_from_cropped, probabilities_to_cropped
 from unet.inference.sliding_window import Predictor
+from unet.io.atomic import write_json
+from unet.preprocessing.plan import Plan
 
 
 @dataclass
@@ -146,3 +152,24 @@ def format_tables(result: dict) -> str:
                  f"{whole['forward_s']:.3f} | {whole['ratio']:.3f} | "
                  f"{sum(c['restore_s'] for c in whole['cases']):.3f} |")
     return "\n".join(lines)
+
+
+def run_benchmark(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
+                  out: str | Path, *, plans: str | Path, section: dict, batch_sizes: Sequence[int] = (1, 2),
+                  warmup: int = 10, steps: int = 100, threads: int | None = None) -> str:
+    """Rule `benchmark_predict`: `benchmark_predict` of fold `fold`'s `model` on the fold's
+    validation cases (from the preprocess stage's files), with config `predict` (`section`) and
+    the plan `plans`; the result, with the model and fold, written to `out` (JSON) and its tables
+    printed. Returns what to tell the user: the tables and where they are."""
+    plan = Plan.load(plans)
+    settings = PredictSettings.from_config(section)
+    cases = load_fold(splits, fold)["val"]
+    predictor = ensemble_predictor(load_models([model]), settings.tta)
+    result = benchmark_predict(predictor, plan.patch_size, plan.num_channels,
+                               preprocessed_inputs(preprocessed_dir, cases), settings,
+                               batch_sizes=batch_sizes, warmup=warmup, steps=steps, threads=threads)
+    result = {"model": str(model), "fold": fold, **result}
+    write_json(out, result)
+    tables = format_tables(result)
+    print(tables)
+    return f"benchmark_predict (fold {fold}, model {model}):\n{tables}\nwritten to {out}"

@@ -3,14 +3,23 @@ a challenge folder converted (ingest), or a user's own MSD-layout folder taken a
 
 The workflow splits this in two: `fetch_dataset` is all that needs the network (the `download`
 rule, run where Snakemake runs), `prepare_dataset` the rest (the `validate` rule, a scheduled job).
-`known_case_ids` tells the workflow the case list before either has run, whenever it can.
+`known_case_ids` tells the workflow the case list before either has run, whenever it can. The
+rules' jobs are `download_dataset`, `write_case_list` and `write_dataset_ok`, run inside
+`dataset_job_log`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Iterator
 
+from unet.io.atomic import write_json
+from unet.io.download import DownloadError, download_msd_task, known_tasks
+from unet.io.logs import output_to
 from unet.io.msd import Dataset, DatasetError, load_dataset
 from unet.io.validation import shown, validate_dataset
 
@@ -18,8 +27,6 @@ INGEST_FORMATS = ("brats",)
 
 
 def is_msd_task(task: str) -> bool:
-    from unet.io.download import known_tasks
-
     return task in known_tasks()
 
 
@@ -43,8 +50,6 @@ def fetch_dataset(task: str, data_dir: str | Path, ingest: dict | None = None) -
     data_dir = Path(data_dir)
     source = dataset_source(task, ingest)
     if source == "msd":
-        from unet.io.download import download_msd_task
-
         download_msd_task(task, data_dir.parent)
     elif source == "folder":
         check_folder(data_dir, task)
@@ -156,3 +161,53 @@ def check_files(dataset: Dataset) -> None:
     if missing:
         raise DatasetError(f"{dataset.root / 'dataset.json'} lists {len(missing)} file(s) that do "
                            f"not exist:\n  {shown(missing)}")
+
+
+@contextlib.contextmanager
+def dataset_job_log(path: str | os.PathLike) -> Iterator[None]:
+    """`output_to(path)`, where a DatasetError or DownloadError ends the job with its one-line
+    message and exit status 1: a problem with the data, not a bug; the message (Snakemake shows
+    the log) says what to fix, and a traceback would only bury it. Other errors keep theirs."""
+    failed = False
+    with output_to(path):
+        try:
+            yield
+        except (DatasetError, DownloadError) as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            failed = True
+    if failed:  # only now: inside `output_to`, exiting would log a traceback of the exit
+        sys.exit(1)
+
+
+def download_dataset(task: str, data_dir: str | os.PathLike, out: str | os.PathLike,
+                     ingest: dict | None = None) -> str:
+    """Rule `download`: `fetch_dataset`, then record the task, its folder and where it comes from
+    in `out` (download.json). Returns the source."""
+    source = fetch_dataset(task, data_dir, ingest)
+    write_json(out, {"task": task, "path": str(data_dir), "source": source})
+    print(f"{data_dir}: source {source}")
+    return source
+
+
+def write_case_list(data_dir: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Checkpoint `case_list`: the training and test case ids of the dataset in `data_dir`, to
+    `out` (cases.json)."""
+    dataset = load_dataset(data_dir)
+    write_json(out, {"training": [c.id for c in dataset.training], "test": [c.id for c in dataset.test]})
+
+
+def write_dataset_ok(task: str, data_dir: str | os.PathLike, out: str | os.PathLike,
+                     demo: dict | None = None, ingest: dict | None = None, workers: int = 1) -> Dataset:
+    """Rule `validate`: `prepare_dataset` (the download, if any, is done: here it only finds the
+    folder complete), then record what the checked dataset holds in `out` (dataset.ok)."""
+    dataset = prepare_dataset(task, data_dir, demo, ingest, workers=workers)
+    write_json(out, {
+        "task": task, "path": str(dataset.root), "modalities": list(dataset.modalities),
+        "labels": {str(k): v for k, v in dataset.labels.items()},
+        # Read by train/predict for `train.regions: dataset` (unet.inference.regions).
+        "regions": {name: list(values) for name, values in dataset.regions.items()},
+        "training_cases": len(dataset.training), "test_cases": len(dataset.test),
+        **({"ingest": dict(ingest)} if ingest else {}),
+    })
+    print(f"{dataset.root}: {len(dataset.training)} training and {len(dataset.test)} test cases")
+    return dataset

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
-from unet.io.msd import Case, Dataset
+from unet.io.atomic import write_json
+from unet.io.msd import Case, Dataset, load_dataset
 from unet.preprocessing.cropping import crop, nonzero_box
 from unet.preprocessing.loading import load_case
 
@@ -67,3 +69,11 @@ def compute_fingerprint(dataset: Dataset, workers: int = 1, seed: int = 0) -> di
         "cases": cases,
         "intensity": [_intensity_stats(foreground[:, c]) for c in range(n_channels)],
     }
+
+
+def write_fingerprint(data_dir: str | os.PathLike, out: str | os.PathLike, workers: int = 1) -> dict:
+    """Rule `fingerprint`: `compute_fingerprint` of the dataset in `data_dir`, written to `out`
+    (fingerprint.json) and returned."""
+    fingerprint = compute_fingerprint(load_dataset(data_dir), workers=workers)
+    write_json(out, fingerprint)
+    return fingerprint

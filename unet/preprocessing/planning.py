@@ -15,11 +15,13 @@ axes, so another configuration (2D, a coarser 3D) is another spacing and shape f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from unet.io.atomic import read_json, write_json
 from unet.io.labels import ignore_value
 from unet.preprocessing.memory import (DEFAULT_GPU_MEMORY_GB, memory_budget, memory_estimate_gb,
                                        training_memory)
@@ -202,3 +204,20 @@ def make_plans(fingerprint: dict, overrides: dict[str, Any] | None = None) -> di
         raise ValueError(f"config plan: unknown keys {sorted(unknown)}; allowed: {list(OVERRIDABLE)}")
     effective = plan_fullres(fingerprint, overrides).to_json()
     return {**effective, "planned": plan_fullres(fingerprint, {}).to_json(), "overrides": overrides}
+
+
+# What the `plan` rule's log shows of the planned and the effective plan.
+SHOWN = ("spacing", "median_shape", "patch_size", "batch_size", "filters", "strides", "gpu_memory_gb",
+         "memory_estimate_gb")
+
+
+def write_plans(fingerprint: str | os.PathLike, out: str | os.PathLike,
+                overrides: dict[str, Any] | None = None) -> dict:
+    """Rule `plan`: `make_plans` from the fingerprint file with config `plan` (`overrides`),
+    written to `out` (plans.json) and returned; the planned and effective choices printed."""
+    plans = make_plans(read_json(fingerprint), dict(overrides or {}))
+    write_json(out, plans)
+    for name, plan in (("planned", plans["planned"]), ("effective", plans)):
+        print(name, {k: plan[k] for k in SHOWN})
+    print("overrides", plans["overrides"])
+    return plans

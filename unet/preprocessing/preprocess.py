@@ -14,12 +14,14 @@ intermediates and the output are held at a time.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from unet.io.atomic import save_npy
-from unet.io.msd import Case
+from unet.io.msd import Case, load_dataset
 from unet.preprocessing.cropping import crop, mask_box, nonzero_mask
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
@@ -106,4 +108,16 @@ def preprocess_case(case: Case, plan: Plan, out_dir: str | Path) -> CaseGeometry
         if hasattr(exc, "add_note"):  # Python 3.11+; loading errors name the file anyway
             exc.add_note(f"while preprocessing case {case.id!r} ({case.image})")
         raise
+    return geometry
+
+
+def preprocess_dataset_case(data_dir: str | os.PathLike, case_id: str, plans: str | os.PathLike,
+                            out_dir: str | Path) -> CaseGeometry:
+    """Rule `preprocess`: `preprocess_case` of case `case_id` of the dataset in `data_dir`, as the
+    plan `plans` says, into `out_dir`; what it did, and how long it took, printed."""
+    start = time.perf_counter()
+    case = load_dataset(data_dir).case(case_id)
+    geometry = preprocess_case(case, Plan.load(plans), out_dir)
+    print(f"{case.id}: crop {geometry.crop_box}, {geometry.cropped_shape} -> {geometry.resampled_shape} "
+          f"at spacing {geometry.target_spacing} in {time.perf_counter() - start:.1f} s")
     return geometry
