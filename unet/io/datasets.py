@@ -168,15 +168,12 @@ def dataset_job_log(path: str | os.PathLike) -> Iterator[None]:
     """`output_to(path)`, where a DatasetError or DownloadError ends the job with its one-line
     message and exit status 1: a problem with the data, not a bug; the message (Snakemake shows
     the log) says what to fix, and a traceback would only bury it. Other errors keep theirs."""
-    failed = False
     with output_to(path):
         try:
             yield
         except (DatasetError, DownloadError) as exc:
             print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            failed = True
-    if failed:  # only now: inside `output_to`, exiting would log a traceback of the exit
-        sys.exit(1)
+            sys.exit(1)
 
 
 def download_dataset(task: str, data_dir: str | os.PathLike, out: str | os.PathLike,

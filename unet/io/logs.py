@@ -32,7 +32,7 @@ def output_to(path: str | os.PathLike | None) -> Iterator[None]:
         except BaseException as error:
             # Python prints an uncaught exception only after the terminal is restored below, so
             # without this the log would end without the reason the job failed.
-            if not (isinstance(error, SystemExit) and error.code in (0, None)):
+            if not isinstance(error, SystemExit):  # sys.exit is deliberate: its message says enough
                 traceback.print_exc()
             raise
         finally:
