@@ -113,3 +113,64 @@ def test_mask_channels_are_zero_again_where_augmentation_reads_outside_the_case(
         assert np.all(masked_image[..., 1][differs] == 0.0)
         zeroed += int(differs.sum())
     assert zeroed > 0  # rotated or scaled patches did read beyond the cases
+
+
+@pytest.fixture(scope="module")
+def corner_shards(tmp_path_factory):
+    """Three 40^3 cases whose one foreground voxel is the corner (0, 0, 0): an 8^3 patch holds it
+    when it was centred on foreground, and a uniform one almost never ((1/33)^3)."""
+    root = tmp_path_factory.mktemp("corner")
+    for value, cid in enumerate(("p", "q", "r"), start=1):
+        save_npy(root / "pre" / f"{cid}.npy", np.full((40, 40, 40, 1), value, np.float32))
+        seg = np.zeros((40, 40, 40), np.uint8)
+        seg[0, 0, 0] = 1
+        save_npy(root / "pre" / f"{cid}_seg.npy", seg)
+    write_shards(root / "pre", ["p", "q", "r"], root / "shards")
+    return root / "shards"
+
+
+def _foreground_per_place(shard_dir, batches=40, **kwargs):
+    """(batches, B) bools: which patches hold foreground."""
+    from unet.data.pipeline import training_epochs
+
+    dataset = training_epochs(shard_dir, ["p", "q", "r"], PATCH, oversampling=0.33, epoch_seeds=[3, 4],
+                              steps_per_epoch=batches // 2, augment=False, **kwargs)
+    return np.stack([seg.reshape(len(seg), -1).max(axis=1) == 1 for _, seg in _take(dataset, batches)])
+
+
+def test_nnunet_oversampling_forces_exactly_one_patch_of_each_pair(corner_shards):
+    counts = _foreground_per_place(corner_shards, batch_size=2, oversampling_rule="nnunet")
+    assert counts.shape == (40, 2)
+    assert counts[:, 1].all() and not counts[:, 0].any()  # the second of each pair, every time
+
+
+def test_nnunet_oversampling_counts_per_replica_batch(corner_shards):
+    # A global batch of 4 made of two replicas' batches of 2: each replica's second patch is forced.
+    counts = _foreground_per_place(corner_shards, batch_size=4, oversampling_rule="nnunet", replica_batch_size=2)
+    np.testing.assert_array_equal(counts, np.tile([False, True, False, True], (40, 1)))
+    alone = _foreground_per_place(corner_shards, batch_size=4, oversampling_rule="nnunet")
+    np.testing.assert_array_equal(alone, np.tile([False, False, False, True], (40, 1)))  # round(4 * 0.67) = 3
+
+
+def test_bernoulli_oversampling_counts_vary_per_batch(corner_shards):
+    counts = _foreground_per_place(corner_shards, batch_size=2, oversampling_rule="bernoulli").sum(axis=1)
+    assert set(counts.tolist()) == {0, 1, 2}
+    assert 0.15 < counts.mean() / 2 < 0.5  # about a third of the patches
+
+
+@pytest.mark.parametrize("patches_per_case", [4, 1])
+def test_case_sampling(shard_dir, patches_per_case):
+    """4 patches per case: a batch of 2 comes from one case. 1: each patch draws its case, so a
+    batch's two patches come from different cases at least as often as independent draws
+    from 3 cases would (2/3 of the batches); every case is drawn."""
+    from unet.data.pipeline import training_epochs
+
+    dataset = training_epochs(shard_dir, ["a", "b", "c"], PATCH, 2, oversampling=0.33, epoch_seeds=[1, 2, 3],
+                              steps_per_epoch=20, augment=False, patches_per_case=patches_per_case)
+    cases = np.stack([image.reshape(2, -1).max(axis=1) for image, _ in _take(dataset, 60)])  # the case's value
+    mixed = (cases[:, 0] != cases[:, 1]).mean()
+    if patches_per_case == 4:
+        assert mixed == 0.0
+    else:
+        assert mixed >= 2 / 3
+        assert set(np.unique(cases)) == {1.0, 2.0, 3.0}

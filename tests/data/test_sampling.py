@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from unet.data.sampling import crop, foreground_voxel, patch_start, random_patch
+from unet.data.sampling import crop, foreground_probability, foreground_voxel, patch_start, random_patch
 from unet.data.shards import locations_from_seg
 
 PATCH = (16, 16, 16)
@@ -131,3 +131,26 @@ def test_same_seed_same_patch_and_seeds_vary():
     np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
     others = [random_patch(image, seg, locations, PATCH, 0.5, _seed(11, j))[0].numpy() for j in range(4, 8)]
     assert any(not np.array_equal(first[0].numpy(), o) for o in others)
+
+
+@pytest.mark.parametrize("batch, oversampling, forced", [(2, 0.33, [1]), (2, 0.5, [1]), (2, 0.0, []),
+                                                          (4, 0.33, [3]), (4, 0.5, [2, 3]), (3, 1.0, [0, 1, 2])])
+def test_nnunet_rule_forces_the_last_places_of_each_batch(batch, oversampling, forced):
+    """nnU-Net v2: place j of a batch of B is forced when j >= round(B * (1 - oversampling))."""
+    probabilities = [float(foreground_probability("nnunet", oversampling, index, batch)) for index in range(3 * batch)]
+    assert probabilities == [1.0 if index % batch in forced else 0.0 for index in range(3 * batch)]
+
+
+def test_bernoulli_rule_gives_every_patch_the_same_probability():
+    assert foreground_probability("bernoulli", 0.33, 5, 2) == 0.33
+    with pytest.raises(ValueError, match="train.oversampling_rule"):
+        foreground_probability("sometimes", 0.33, 0, 2)
+
+
+def test_a_probability_of_one_or_zero_decides_the_patch():
+    fg = np.array([[1, 0, 0, 0]], np.int32)  # one foreground voxel in the corner of a 40^3 volume
+    for i in range(50):
+        always = patch_start((40, 40, 40), fg, (8, 8, 8), tf.constant(1.0), _seed(i)).numpy()
+        never = patch_start((40, 40, 40), fg, (8, 8, 8), tf.constant(0.0), _seed(i)).numpy()
+        assert always.tolist() == [0, 0, 0]
+        assert never.tolist() != [0, 0, 0]

@@ -13,7 +13,7 @@ import tensorflow as tf
 from unet.model.losses import dice_ce_loss
 from unet.model.network import build_from_plan
 from unet.training.distribution import Distribution
-from unet.training.loop import make_optimizer
+from unet.training.optimizers import make_optimizer
 from unet.training.settings import TrainSettings
 from unet.training.steps import make_train_step, precision_policy, set_precision, with_xla_fallback
 

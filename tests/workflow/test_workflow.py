@@ -1,6 +1,6 @@
 """The workflow end to end on a reduced demo, through the Snakemake CLI, and its rerun behaviour.
 
-One real run (6 training cases, 2 folds, a tiny network, a few steps) is shared by the tests of
+One real run (6 training cases, 2 folds, a tiny network, 500 steps: enough to learn) is shared by the tests of
 this module; the rerun tests ask Snakemake for a dry run with one setting changed and check
 which rules it would run.
 """
@@ -29,7 +29,7 @@ CONFIG = {
     "nfolds": 2,
     "folds": None,
     "plan": {"patch_size": [16, 16, 16], "filters": 4, "batch_size": 2},
-    "train": {"epochs": 1, "steps_per_epoch": 3},
+    "train": {"epochs": 5, "steps_per_epoch": 100},
     "predict": {"overlap": 0.25, "batch_size": 4},
     "evaluate": {"regions": {"whole tumour": [1, 2, 3]}},
 }
@@ -205,3 +205,13 @@ def test_more_gpus_per_fold_retrain_it(finished_run):
     config = _write_config(tmp, "gpus.yaml", train__gpus=2)
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
     assert jobs["train"] == 2 and "preprocess" not in jobs
+
+
+def test_the_reduced_demo_learns(finished_run):
+    """The folds' predictions of their validation cases reach a mean foreground Dice that a model
+    predicting background scores 0 at, and one label everywhere far below (measured: 0.53 after
+    the 500 steps of CONFIG; 0.06 after 3 steps)."""
+    tmp, _ = finished_run
+    summary = json.loads((tmp / "results" / "demo" / "evaluation" / "summary.json").read_text())
+    assert summary["mean_foreground_dice"]["all"] > 0.35
+    assert all(dice > 0.3 for dice in summary["mean_foreground_dice"]["folds"].values())

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet.data.augmentation import AugmentSettings, augmented_patch
-from unet.data.sampling import patch_start, random_patch
+from unet.data.sampling import foreground_probability, patch_start, random_patch
 from unet.data.shards import case_bytes, read_cases
 
 DEFAULT_MEMORY_BYTES = 8 * 2**30  # the decoded cases' budget when the job does not say
@@ -63,12 +63,18 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
                     batch_size: int, oversampling: float, epoch_seeds: Sequence[int],
                     steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 4,
                     elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
-                    mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
+                    mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
+                    replica_batch_size: int | None = None) -> tf.data.Dataset:
     """Batches of (image (B, *patch, C), seg (B, *patch)) patches: `steps_per_epoch` for each seed
     of `epoch_seeds` in turn (None: endless batches of the first seed).
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
-    class; with `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
+    class, each with that probability (`oversampling_rule` bernoulli) or the last of each replica's
+    batch of `replica_batch_size` (nnunet; default: `batch_size`, the whole batch is one replica's;
+    unet.data.sampling.foreground_probability). `patches_per_case` consecutive patches are cut from
+    one case (4: a batch of 2 comes from one case); 1 draws a case per patch, as nnU-Net does,
+    which costs a decoding per patch when the cases are not cached (`case_buffers`).
+    With `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`; `mask_channels` (`Plan.mask_channels`) are set to 0 again outside
     the non-zero mask after it. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
     Patch i of an epoch is made from (its seed, i), and its cases are shuffled with its seed alone,
@@ -78,6 +84,9 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
     One dataset serves the whole run: the augmentation is traced once and the decoded cases are
     cached once, where a pipeline per epoch pays both (and an iterator) at every epoch.
     """
+    replica_batch_size = replica_batch_size or batch_size
+    if batch_size % replica_batch_size:
+        raise ValueError(f"a batch of {batch_size} is not made of replica batches of {replica_batch_size}")
     buffers = case_buffers(list(case_bytes(shard_dir, case_ids).values()), memory_bytes)
     cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
     if buffers.cache:
@@ -88,11 +97,13 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
 
     def sample(seed, index, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
-        start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, oversampling, seeds[0])
+        # A global batch holds the replicas' batches one after the other (the strategy splits it so).
+        probability = foreground_probability(oversampling_rule, oversampling, index, replica_batch_size)
+        start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, probability, seeds[0])
         return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
 
     def epoch(seed):
-        # Several patches per decoded case amortize reading a whole volume.
+        # Several patches per decoded case amortize reading a whole volume (when not cached).
         patches = (cases.repeat().shuffle(buffers.shuffle_cases, seed=seed)
                    .flat_map(lambda item: tf.data.Dataset.from_tensors(item).repeat(patches_per_case)))
         batches = (patches.enumerate()
@@ -111,10 +122,12 @@ def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size:
                      batch_size: int, oversampling: float, seed: int, augment: bool = True,
                      patches_per_case: int = 4, elastic: bool = False,
                      threads: int | None = None, memory_bytes: int | None = None,
-                     mask_channels: Sequence[int] = ()) -> tf.data.Dataset:
+                     mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
+                     replica_batch_size: int | None = None) -> tf.data.Dataset:
     """Endless batches drawn with `seed`: what `training_epochs` gives an epoch with that seed."""
     return training_epochs(shard_dir, case_ids, patch_size, batch_size, oversampling, [seed], None, augment,
-                           patches_per_case, elastic, threads, memory_bytes, mask_channels)
+                           patches_per_case, elastic, threads, memory_bytes, mask_channels, oversampling_rule,
+                           replica_batch_size)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],

@@ -53,11 +53,31 @@ def foreground_voxel(locations, seed):
     return locations[rows[pick_row], 1:]
 
 
+OVERSAMPLING_RULES = ("bernoulli", "nnunet")
+
+
+def foreground_probability(rule: str, oversampling: float, index, batch_size: int):
+    """The probability that patch `index` of an epoch is centred on foreground (`patch_start`).
+
+    bernoulli: `oversampling` for every patch, independently. nnunet (nnU-Net v2's
+    `_oversample_last_XX_percent`): the samples at places >= round(B * (1 - oversampling)) of each
+    batch of `batch_size` B always, the others never; at B = 2 and 0.33, the second of each pair.
+    `batch_size` is one replica's batch, as in nnU-Net, where each GPU's loader draws its own.
+    """
+    if rule == "bernoulli":
+        return oversampling
+    if rule == "nnunet":
+        first_forced = round(batch_size * (1 - oversampling))  # Python's rounding, as nnU-Net's
+        return tf.cast(tf.cast(index, tf.int64) % batch_size >= first_forced, tf.float32)
+    raise ValueError(f"config train.oversampling_rule: unknown rule {rule!r} ({', '.join(OVERSAMPLING_RULES)})")
+
+
 def patch_start(shape, locations, patch_size: Sequence[int], foreground_probability: float, seed):
     """Start corner (3,) int32 of a patch in a volume of spatial `shape`.
 
     With `foreground_probability` (and when the case has foreground) the patch is centred on a
     foreground voxel of a random present class, shifted inside the volume; otherwise uniform.
+    A probability of 1 or 0 decides it (a uniform draw in [0, 1) is always below 1, never below 0).
     `seed` is a shape-(2,) int tensor for the stateless random ops, so a patch is reproducible.
     """
     shape = tf.cast(shape, tf.int32)[:3]

@@ -28,25 +28,13 @@ from unet.runtime import machine_info
 from unet.training.curves import plot_training_curves
 from unet.training.distribution import apply_without_all_reduce, make_distribution
 from unet.training.objective import Objective
+from unet.training.optimizers import make_optimizer
 from unet.training.schedules import learning_rate
 from unet.training.settings import TrainSettings
-from unet.training.steps import make_train_step, needs_loss_scaling, set_precision, with_xla_fallback
+from unet.training.steps import make_train_step, set_precision, with_xla_fallback
 
 log = logging.getLogger(__name__)
 EMA_DECAY = 0.9  # nnU-Net's smoothing of the per-epoch validation Dice
-
-
-def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
-    name = settings.optimizer.lower()
-    if name == "adam":
-        opt = keras.optimizers.Adam(settings.learning_rate)
-    elif name == "adamw":
-        opt = keras.optimizers.AdamW(settings.learning_rate, weight_decay=3e-5)
-    elif name == "sgd":
-        opt = keras.optimizers.SGD(settings.learning_rate, momentum=0.99, nesterov=True)
-    else:
-        raise ValueError(f"config train.optimizer: unknown optimizer {settings.optimizer!r} (adam, adamw, sgd)")
-    return keras.optimizers.LossScaleOptimizer(opt) if needs_loss_scaling(settings.amp) else opt
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -114,7 +102,8 @@ class FoldTrainer:
             log.warning("config train.xla: no GPU here, and XLA-compiled 3D convolutions on a CPU are about "
                         "10x slower than TensorFlow's oneDNN kernels; set train.xla: false for CPU training")
         train_step = with_xla_fallback(
-            lambda jit: make_train_step(model, optimizer, objective.loss, self.distribution, jit_compile=jit),
+            lambda jit: make_train_step(model, optimizer, objective.loss, self.distribution, jit_compile=jit,
+                                        grad_clip=self.settings.grad_clip),
             self.settings.xla)
 
         @tf.function
@@ -203,7 +192,10 @@ class FoldTrainer:
             lambda batch, offset: training_epochs(self.shard_dir, self.train_ids, plan.patch_size, batch,
                                                   s.oversampling, [seed + offset for seed in seeds],
                                                   s.steps_per_epoch, s.augment, elastic=s.elastic,
-                                                  memory_bytes=memory_bytes, mask_channels=plan.mask_channels),
+                                                  memory_bytes=memory_bytes, mask_channels=plan.mask_channels,
+                                                  oversampling_rule=s.oversampling_rule,
+                                                  patches_per_case=s.patches_per_case,
+                                                  replica_batch_size=plan.batch_size),
             plan.batch_size, 0)
 
     def _save_weights(self, path: Path) -> None:

@@ -1,5 +1,5 @@
 """The training step: mixed precision, the per-replica forward/backward pass (optionally compiled
-with XLA), the all-reduce of the gradients and the optimizer update.
+with XLA), the all-reduce of the gradients, their clipping and the optimizer update.
 
 Only the forward/backward pass is XLA-compiled: the all-reduce and `optimizer.apply` stay outside,
 because a whole `jit_compile` step under MirroredStrategy fails (keras#19005). Where XLA cannot
@@ -43,10 +43,28 @@ def set_precision(amp: bool | str) -> None:
     keras.mixed_precision.set_global_policy(precision_policy(amp))
 
 
+def clip_by_global_norm(grads, max_norm: float, optimizer: keras.optimizers.Optimizer) -> list:
+    """`grads` scaled down so that their global norm is at most `max_norm` (0: as they are),
+    as torch.nn.utils.clip_grad_norm_ does in nnU-Net.
+
+    Under loss scaling the gradients are still multiplied by the loss scale here (the
+    LossScaleOptimizer divides them in `apply`): the threshold is scaled alike, which clips the
+    true gradients at `max_norm`. Non-finite gradients come out non-finite, and a
+    LossScaleOptimizer then skips the step as it would have.
+    """
+    if not max_norm:
+        return list(grads)
+    threshold = optimizer.scale_loss(tf.constant(float(max_norm), tf.float32))
+    clipped, _ = tf.clip_by_global_norm(list(grads), threshold)
+    return clipped
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    loss_fn: Callable, distribution: Distribution, jit_compile: bool = False) -> Callable:
+                    loss_fn: Callable, distribution: Distribution, jit_compile: bool = False,
+                    grad_clip: float = 0.0) -> Callable:
     """`train_step(batch) -> mean loss over replicas`: one optimizer step on a batch of
-    `distribution.batches`. `loss_fn(segs, outputs)` is the scalar float32 loss."""
+    `distribution.batches`. `loss_fn(segs, outputs)` is the scalar float32 loss; `grad_clip` > 0
+    clips the global norm of the averaged gradients (every replica then clips alike)."""
 
     @tf.function(jit_compile=jit_compile)
     def forward_backward(images, segs):
@@ -58,7 +76,9 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
 
     def replica_step(images, segs):
         loss, grads = forward_backward(images, segs)
-        optimizer.apply(distribution.all_reduce_mean(grads), model.trainable_variables)
+        # Clip the average, not each replica's share: the norm nnU-Net clips is the whole batch's.
+        grads = clip_by_global_norm(distribution.all_reduce_mean(grads), grad_clip, optimizer)
+        optimizer.apply(grads, model.trainable_variables)
         return loss
 
     @tf.function
