@@ -41,7 +41,8 @@ def _commands(path: Path) -> list[str]:
                 part = part.split(" #")[0].strip()
                 if part and not part.startswith("#"):
                     commands.append(part)
-    commands += [span for span in re.findall(r"`([^`\n]+)`", text)
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)  # fences would shift the pairing
+    commands += [span for span in re.findall(r"`([^`\n]+)`", prose)
                  if span.startswith(PROGRAMS) and " " in span and not span.endswith((".py", "/", " -m"))]
     return commands
 
