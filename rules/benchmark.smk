@@ -51,7 +51,9 @@ rule benchmark_predict:
 
 # Our validate + fingerprint + plan + preprocess against nnU-Net v2's plan_and_preprocess, each
 # with `threads` processes, on a generated BraTS-like dataset (not the task's own data), so it
-# needs no input but nnU-Net's own virtualenv (.bench/nnunet-venv, made on first use).
+# needs no input but nnU-Net's own virtualenv (.bench/nnunet-venv, made on first use). Ours runs
+# twice: in one process, and as users run it (this workflow through Snakemake, `--until
+# preprocess`, in a scratch folder: one job per case, each a fresh Python process).
 rule benchmark_preprocess:
     input:
         nnunet_venv=BENCH_VENV.format(name="nnunet"),

@@ -138,3 +138,24 @@ def test_synthesize_case_is_brats_like_and_deterministic():
     head = image[..., 0] > 0
     assert (image[~head] == 0).all() and (image[head] > 0).all() and 0.1 < head.mean() < 0.6
     np.testing.assert_array_equal(image, again)
+
+
+def test_report_puts_the_run_through_snakemake_beside_the_in_process_one():
+    ours = {"wall": 30.0, "stages": {"validate": 1.0, "preprocess": 29.0}, "spacing": [1.0, 1.0, 1.2], "cpu": 50.0}
+    nnunet = {"wall": 100.0, "stages": {"preprocess": 100.0}, "cpu": 180.0}
+    workflow = {"wall": 45.0, "cpu": 60.0, "command": "snakemake --cores 2 --until preprocess",
+                "same_outputs": True, "jobs_s": {"fingerprint": 2.0, "preprocess": 70.0}}
+
+    report = build_report(ours, nnunet, [1.0, 1.0, 1.2], [], {}, 2, {}, workflow)
+
+    assert report["ratio"] == pytest.approx(0.3) and report["workflow_ratio"] == pytest.approx(0.45)
+    assert report["cpu_ratio"] == pytest.approx(50 / 180) and report["workflow_cpu_ratio"] == pytest.approx(60 / 180)
+    assert report["goals"]["ratio through Snakemake <= 0.5"] and report["goals"]["Snakemake writes the same"]
+    json.dumps(report)
+    text = format_report(report)
+    assert "0.300" in text and "0.450" in text and "snakemake --cores 2 --until preprocess" in text
+
+    slow = build_report(ours, nnunet, [1.0, 1.0, 1.2], [], {}, 2, {},
+                        {**workflow, "wall": 60.0, "same_outputs": False})
+    assert not slow["goals"]["ratio through Snakemake <= 0.5"] and not slow["goals"]["Snakemake writes the same"]
+    assert "DIFFER from the in-process ones" in format_report(slow)

@@ -1,5 +1,5 @@
 """Benchmarks against reference implementations, run by the `benchmark_*` rules or as
-`python -m unet.bench.NAME` (preprocess, loader, train, memory).
+`python -m unet.bench.NAME` (preprocess, loader, train, memory, startup).
 
 The references (nnU-Net v2; Keras on JAX) run from virtualenvs of their own, built outside the
 package by `make bench-env`; their folders are passed in (the rules pass theirs; on the command
@@ -11,6 +11,8 @@ line --nnunet-venv, --jax-venv), and nothing here reaches for a file outside the
 - loader: augmented training patches per second against nnU-Net's loader;
 - train: training-step throughput and FLOP rate, with flops (the count) and train_jax (the JAX rows);
 - memory: peak memory of one preprocessing job;
+- startup: our workflow run as users run it (Snakemake, one job per case), and what a job costs
+  beyond its work;
 - nnunet_worker: the code that runs inside the nnU-Net virtualenv; reference_env: finds the
   virtualenvs and says how to build a missing one.
 """

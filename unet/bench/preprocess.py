@@ -1,20 +1,28 @@
 """Preprocessing benchmark: our validate + fingerprint + plan + preprocess against nnU-Net v2's
-`nnUNetv2_plan_and_preprocess -c 3d_fullres --verify_dataset_integrity` on the same cases.
+`nnUNetv2_plan_and_preprocess -c 3d_fullres --verify_dataset_integrity` on the same cases, ours
+measured twice: in one process, and as users run it (Snakemake, one job per case).
 
 The dataset is generated (`unet.bench.synthetic`: BraTS-like 4-channel MRI, most cases
 resampled), written once in MSD layout (ours) and converted to nnU-Net v2's raw layout (one file
 per channel, `unet.bench.nnunet_preprocess`). Each side runs as a fresh process with `cores`
 worker processes, so both wall times include interpreter start-up and imports:
 
-- ours: this module with `--run-ours`: `prepare_dataset`'s checks, `compute_fingerprint`,
-  `make_plans`, then `preprocess_case` per case in a pool of `cores` processes (what the rules do,
-  one job per case);
+- ours, in one process: this module with `--run-ours`: `prepare_dataset`'s checks,
+  `compute_fingerprint`, `make_plans`, then `preprocess_case` per case in a pool of `cores`
+  processes (the rules' work without a start-up per job);
+- ours, as users run it: `snakemake --cores {cores} --until preprocess` on the same folder, in a
+  scratch folder (`unet.bench.startup.run_workflow`; the workflow's Snakefile is passed in,
+  `--snakefile`): validate, fingerprint, plan, then one job per case, each a fresh Python process;
+  its outputs must equal the in-process ones voxel for voxel;
 - nnU-Net: its CLI from its own virtualenv (`make bench-env`) with `-np` and `-npfp` set to
   `cores`; its stages are timed from the moments its progress messages appear.
 
-Both sides' outputs are then compared voxel by voxel (`unet.bench.compare`) and reported here.
+Ours and nnU-Net's outputs are then compared voxel by voxel (`unet.bench.compare`) and reported
+here, each of our two times with its ratio to nnU-Net's; the CPU seconds of each run (its
+process and every child) too, which, unlike wall times, other work on the machine leaves be.
 
-    python -m unet.bench.preprocess --nnunet-venv .bench/nnunet-venv --cases 8 --cores 2 --out preprocess.json
+    python -m unet.bench.preprocess --nnunet-venv .bench/nnunet-venv --snakefile Snakefile --cases 8 --cores 2 \
+        --out preprocess.json
 
 Only the standard library is imported at module level: our side's timed process starts from this
 module.
@@ -94,15 +102,36 @@ def _time_ours(data_dir: Path, out_dir: Path, cores: int, log: Path) -> float:
 
 # --- the whole benchmark ----------------------------------------------------------------------
 
+def _time_workflow(snakefile: Path, data_dir: Path, cores: int, scratch: Path, in_process: Path,
+                   cases: list[str]) -> dict:
+    """Our workflow through Snakemake up to preprocess (`run_workflow`), its jobs' own times from
+    their benchmark TSVs, and whether it wrote what the in-process run did."""
+    import numpy as np
+
+    from unet.bench.startup import job_seconds, run_workflow
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    run = run_workflow(snakefile, data_dir, scratch, cores, "preprocess", log=scratch.parent / "workflow.log")
+    written = run["results"] / "preprocessed"
+    same = all(np.array_equal(np.load(in_process / f"{c}{suffix}.npy"), np.load(written / f"{c}{suffix}.npy"))
+               for c in cases for suffix in ("", "_seg"))
+    return {"wall": run["wall"], "cpu": run["cpu"], "command": run["command"], "same_outputs": same,
+            "jobs_s": {rule: sum(job_seconds(run["results"], rule)) for rule in ("fingerprint", "preprocess")}}
+
+
 def run_benchmark(nnunet_venv: str | Path | None, n_cases: int = 8, cores: int = 2, seed: int = 0,
-                  work_dir: str | Path | None = None, out: str | Path | None = None) -> dict:
+                  work_dir: str | Path | None = None, out: str | Path | None = None,
+                  snakefile: str | Path | None = None) -> dict:
     """Generate, run both sides, compare; write the report to `out` (JSON) if given.
-    `nnunet_venv`: the folder of nnU-Net v2's virtualenv (`make bench-env`)."""
+    `nnunet_venv`: the folder of nnU-Net v2's virtualenv (`make bench-env`); `snakefile`: the
+    workflow's, to time ours as users run it too (its config.yaml beside it; None: not)."""
     from unet.bench.compare import compare_outputs
     from unet.bench.nnunet_preprocess import DATASET_ID, read_nnunet_outputs, run_nnunet, to_nnunet_raw
     from unet.bench.reference_env import nnunet_python
+    from unet.bench.startup import children_cpu
     from unet.bench.synthetic import AXCODES, NAME, generate_dataset
     from unet.io.atomic import write_json
+    from unet.runtime import machine_info
 
     python = nnunet_python(nnunet_venv)  # before any work: a missing virtualenv stops here
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
@@ -118,42 +147,54 @@ def run_benchmark(nnunet_venv: str | Path | None, n_cases: int = 8, cores: int =
         ours_dir = work / "ours"
         shutil.rmtree(ours_dir, ignore_errors=True)
         ours_dir.mkdir(parents=True)
+        # CPU seconds too: unlike wall times, other work on the machine leaves them be.
+        cpu = children_cpu()
         wall = _time_ours(msd, ours_dir, cores, log=work / "ours.log")
-        ours = {"wall": wall, **json.loads((ours_dir / "result.json").read_text())}
-        print(f"ours: {wall:.1f} s", flush=True)
+        ours = {"wall": wall, "cpu": children_cpu() - cpu, **json.loads((ours_dir / "result.json").read_text())}
+        print(f"ours, in one process: {wall:.1f} s", flush=True)
+        as_run = None
+        if snakefile is not None:
+            as_run = _time_workflow(Path(snakefile), msd, cores, work / "workflow", ours_dir / "preprocessed",
+                                    list(ours["shapes"]))
+            print(f"ours, through Snakemake: {as_run['wall']:.1f} s", flush=True)
+        cpu = children_cpu()
         nnunet = run_nnunet(python, raw.parent, work, DATASET_ID, cores, work / "nnunet.log")
+        nnunet["cpu"] = children_cpu() - cpu
         print(f"nnU-Net: {nnunet['wall']:.1f} s", flush=True)
 
         pre = work / "nnUNet_preprocessed" / raw.name
         read_nnunet_outputs(python, pre / "nnUNetPlans_3d_fullres", work / "nnunet_npy",
                             log=work / "read_nnunet.log")
         settings = {"n_cases": n_cases, "seed": seed, "voxel_order": AXCODES,
-                    "date": date,
+                    "date": date, "machine": machine_info(cores),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
         compared = compare_outputs(list(ours["shapes"]), ours_dir, pre, work / "nnunet_npy")
         report = build_report(ours, nnunet, compared["spacing_nnunet"], compared["cases"],
-                              compared["axis_mapping"], cores, {**settings, **compared["normalization"]})
+                              compared["axis_mapping"], cores, {**settings, **compared["normalization"]},
+                              as_run)
     if out is not None:
         write_json(out, report)
     return report
 
 
 def build_report(ours: dict, nnunet: dict, spacing_nnunet: list[float], cases: list[dict],
-                 mapping: dict, cores: int, settings: dict) -> dict:
+                 mapping: dict, cores: int, settings: dict, workflow: dict | None = None) -> dict:
     """The benchmark's JSON: times, ratio, spacings, shapes, correlations and the goals' verdicts.
 
-    `ours`/`nnunet`: {"wall": s, "stages": {name: s}} (ours also "spacing"); `spacing_nnunet`
-    already in our axis order; `cases`: compare_case results."""
+    `ours`/`nnunet`: {"wall": s, "stages": {name: s}} and "cpu" (s) if measured (ours also
+    "spacing"); `spacing_nnunet` already in our axis order; `cases`: compare_case results;
+    `workflow`: our run through Snakemake ({"wall", "cpu", "command", "same_outputs", "jobs_s"})
+    if timed, reported beside the in-process one with its own ratio and goals."""
     ratio = ours["wall"] / nnunet["wall"]
     spacing_match = len(ours["spacing"]) == len(spacing_nnunet) and all(
         abs(a - b) <= SPACING_TOLERANCE * max(1.0, abs(b)) for a, b in zip(ours["spacing"], spacing_nnunet))
     correlations = [r for c in cases for r in (c["correlation"] or [])]
     min_corr = min(correlations) if correlations else None
     shapes_match = all(c["shapes_match"] for c in cases) and bool(cases)
-    return {
+    report = {
         **settings, "cores": cores,
-        "ours": {"wall_s": ours["wall"], "stages_s": ours["stages"]},
-        "nnunet": {"wall_s": nnunet["wall"], "stages_s": nnunet["stages"],
+        "ours": {"wall_s": ours["wall"], "stages_s": ours["stages"], **_cpu(ours)},
+        "nnunet": {"wall_s": nnunet["wall"], "stages_s": nnunet["stages"], **_cpu(nnunet),
                    **({"command": nnunet["command"]} if "command" in nnunet else {})},
         "ratio": ratio,
         "spacing": {"ours": list(ours["spacing"]), "nnunet": list(spacing_nnunet), "match": spacing_match},
@@ -168,18 +209,51 @@ def build_report(ours: dict, nnunet: dict, spacing_nnunet: list[float], cases: l
             and min_corr >= GOAL_CORRELATION,
         },
     }
+    if "cpu" in ours and "cpu" in nnunet:
+        report["cpu_ratio"] = ours["cpu"] / nnunet["cpu"]
+    if workflow is not None:
+        report["workflow"] = {"wall_s": workflow["wall"], "cpu_s": workflow["cpu"], "jobs_s": workflow["jobs_s"],
+                              "command": workflow["command"], "same_outputs": workflow["same_outputs"]}
+        report["workflow_ratio"] = workflow["wall"] / nnunet["wall"]
+        if "cpu" in nnunet:
+            report["workflow_cpu_ratio"] = workflow["cpu"] / nnunet["cpu"]
+        report["goals"].update({
+            f"ratio through Snakemake <= {GOAL_RATIO}": report["workflow_ratio"] <= GOAL_RATIO,
+            "Snakemake writes the same": workflow["same_outputs"]})
+    return report
+
+
+def _cpu(run: dict) -> dict:
+    return {"cpu_s": run["cpu"]} if "cpu" in run else {}
 
 
 def format_report(report: dict) -> str:
     def stages(d):
         return ", ".join(f"{k} {v:.1f}" for k, v in d.items())
 
+    def cpu(run, ratio_key):
+        return (f"; {run['cpu_s']:.1f} s CPU, ratio {report[ratio_key]:.3f}"
+                if "cpu_s" in run and ratio_key in report else "")
+
+    ours, nnunet = report["ours"], report["nnunet"]
     lines = [
         f"preprocessing benchmark: {report.get('n_cases', len(report['cases']))} cases, "
-        f"{report['cores']} cores",
-        f"  ours    {report['ours']['wall_s']:7.1f} s  ({stages(report['ours']['stages_s'])})",
-        f"  nnU-Net {report['nnunet']['wall_s']:7.1f} s  ({stages(report['nnunet']['stages_s'])})",
-        f"  ratio ours / nnU-Net {report['ratio']:.3f} (goal <= {GOAL_RATIO})",
+        f"{report['cores']} cores (ratios: ours / nnU-Net)",
+        f"  ours, in one process   {ours['wall_s']:7.1f} s  ratio {report['ratio']:.3f} (goal <= {GOAL_RATIO})"
+        f"{cpu(ours, 'cpu_ratio')}",
+        f"      ({stages(ours['stages_s'])})",
+    ]
+    if "workflow" in report:
+        run = report["workflow"]
+        lines += [
+            f"  ours, through Snakemake{run['wall_s']:7.1f} s  ratio {report['workflow_ratio']:.3f}"
+            f"{cpu(run, 'workflow_cpu_ratio')}",
+            f"      (`{run['command']}`; jobs' own wall time: {stages(run['jobs_s'])}; outputs "
+            f"{'the same as in one process' if run['same_outputs'] else 'DIFFER from the in-process ones'})",
+        ]
+    lines += [
+        f"  nnU-Net                {nnunet['wall_s']:7.1f} s" + (f"; {nnunet['cpu_s']:.1f} s CPU" if "cpu_s" in nnunet else ""),
+        f"      ({stages(nnunet['stages_s'])})",
         f"  target spacing: ours {_fmt(report['spacing']['ours'])}, nnU-Net (our axes) "
         f"{_fmt(report['spacing']['nnunet'])}, {'match' if report['spacing']['match'] else 'DIFFER'}",
         f"  axis mapping nnU-Net -> ours: {report['axis_mapping']}",
@@ -212,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the report as JSON here")
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--snakefile", help="the workflow's Snakefile: time ours through Snakemake too, "
+                                            "as users run it (with the config.yaml beside it)")
     parser.add_argument("--run-ours", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_ours:  # the timed process of our side
@@ -224,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         nnunet_python(args.nnunet_venv)  # a missing virtualenv stops here, before any work
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    report = run_benchmark(args.nnunet_venv, args.cases, args.cores, args.seed, args.keep, args.out)
+    if args.snakefile is not None and not Path(args.snakefile).is_file():
+        parser.error(f"--snakefile {args.snakefile}: no such file")
+    report = run_benchmark(args.nnunet_venv, args.cases, args.cores, args.seed, args.keep, args.out, args.snakefile)
     print(format_report(report))
     return 0
 

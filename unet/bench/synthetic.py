@@ -9,6 +9,8 @@ reproduced from a seed on any machine.
 - `preprocessed_case` / `write_preprocessed_cases` (loader benchmark): what the preprocess stage
   writes (float32 channels, uint8 seg, foreground locations), with nested labels 1..3.
 - `write_nifti_case` (memory benchmark): one BraTS-size float32 NIfTI case, labels 0, 1, 2, 4.
+- `write_tiny_dataset` (start-up benchmark): many tiny one-channel cases in MSD layout, whose
+  work is negligible beside a job's start-up.
 
 Only numpy is imported at module level; nibabel and scipy where a case is made.
 """
@@ -183,3 +185,27 @@ def write_nifti_case(root: str | Path, shape, spacing=(1.0, 1.0, 1.0), seed: int
     save_nifti(root / "imagesTr" / "case_0.nii.gz", image, affine)
     save_nifti(root / "labelsTr" / "case_0.nii.gz", label, affine, dtype=np.uint8)
     return Case("case_0", root / "imagesTr" / "case_0.nii.gz", root / "labelsTr" / "case_0.nii.gz")
+
+
+# --- tiny raw cases (start-up benchmark) ------------------------------------------------------
+
+TINY_NAME = "TinyCases"
+
+
+def write_tiny_dataset(root: str | Path, n_cases: int, shape=(16, 16, 16), seed: int = 0) -> Path:
+    """`n_cases` one-channel cases of `shape` (int16 noise, a ball of label 1 brighter than the
+    rest, 1 mm voxels) in MSD layout under `root`; dataset.json last."""
+    from unet.io.msd import write_dataset_json
+    from unet.io.nifti import save_nifti
+
+    root, shape = Path(root), tuple(shape)
+    rng = np.random.default_rng(seed)
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    ids = [f"TINY_{i:04d}" for i in range(n_cases)]
+    for cid in ids:
+        label = ellipsoid(grids, rng.uniform(0.35, 0.65, 3) * shape, [n / 4 for n in shape]).astype(np.uint8)
+        image = np.rint(rng.normal(100.0, 20.0, shape) + 100.0 * label).astype(np.int16)
+        save_nifti(root / "imagesTr" / f"{cid}.nii.gz", image, np.eye(4))
+        save_nifti(root / "labelsTr" / f"{cid}.nii.gz", label, np.eye(4))
+    write_dataset_json(root, TINY_NAME, ["MRI"], {0: "background", 1: "ball"}, ids, [])
+    return root
