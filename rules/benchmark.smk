@@ -128,7 +128,7 @@ rule benchmark_accuracy:
         epochs=10,
         steps_per_epoch=50,
         plan={"patch_size": [64, 64, 16], "batch_size": 2, "filters": 16},
-        tta=True,
+        tta=False,  # mirroring at prediction, both sides
         seed=0,
         snakefile=workflow.main_snakefile,
         work_dir=res("benchmarks", "accuracy"),  # kept: both sides' predictions and logs

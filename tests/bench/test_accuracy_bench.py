@@ -215,8 +215,8 @@ def test_the_trainer_runs_our_steps_and_logs_each_epochs_time(tmp_path, fake_nnu
 
 
 def test_nnunets_commands_get_their_folders_and_our_cores(tmp_path):
-    env = nnunet_train.nnunet_env(tmp_path, tmp_path / "trainers", 2)
-    assert env["nnUNet_raw"] == str(tmp_path / "nnUNet_raw") and env["nnUNet_extTrainer"] == str(tmp_path / "trainers")
+    env = nnunet_train.nnunet_env(tmp_path, 2)
+    assert env["nnUNet_raw"] == str(tmp_path / "nnUNet_raw")
     assert env["nnUNet_n_proc_DA"] == "2"
     assert nnunet_train.results_folder(tmp_path, "Dataset556_X").parts[-3:] == (
         "Dataset556_X", "nnUNetTrainerBench__nnUNetPlans__3d_bench", "fold_0")

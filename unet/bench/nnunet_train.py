@@ -8,9 +8,9 @@ them by its plans' `transpose_forward`; our arrays are in canonical RAS order. F
 in RAS order (the benchmark writes its cases so), nnU-Net's axis t is our axis
 2 - transpose_forward[t] (`to_nnunet_axes`; `from_nnunet_axes` goes back).
 
-The trainer is a file written at run time into a folder of the benchmark's and found by nnU-Net
-through `nnUNet_extTrainer` (its lookup of external trainers by class name): nothing is written
-into the virtualenv.
+The trainer is a module written at run time into the benchmark's work folder; `nnUNetv2_train`'s
+entry point runs through `unet.bench.nnunet_worker` (`train`), which makes nnU-Net's lookup of
+trainers by class name find it first. Nothing is written into the virtualenv.
 """
 
 from __future__ import annotations
@@ -149,8 +149,7 @@ class {trainer}(nnUNetTrainer):
 
 
 def write_trainer(folder: str | os.PathLike, epochs: int, steps: int, val_steps: int, mirroring: bool) -> Path:
-    """The trainer module `{folder}/bench_trainer.py` (class TRAINER); `folder` is what
-    `nnUNet_extTrainer` names."""
+    """The trainer module `{folder}/bench_trainer.py` (class TRAINER)."""
     path = Path(folder) / "bench_trainer.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_TRAINER_SOURCE.format(trainer=TRAINER, epochs=int(epochs), steps=int(steps),
@@ -161,13 +160,13 @@ def write_trainer(folder: str | os.PathLike, epochs: int, steps: int, val_steps:
 
 # --- running it -----------------------------------------------------------------------------------
 
-def nnunet_env(work: Path, trainer_dir: Path, cores: int) -> dict:
-    """The environment of nnU-Net's commands: its three folders under `work`, the external
-    trainer folder, and `cores` data augmentation processes (else it picks by host name)."""
+def nnunet_env(work: Path, cores: int) -> dict:
+    """The environment of nnU-Net's commands: its three folders under `work` and `cores` data
+    augmentation processes (else it picks a number by host name)."""
     return {**os.environ, "nnUNet_raw": str(work / "nnUNet_raw"),
             "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-            "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_extTrainer": str(trainer_dir),
-            "nnUNet_n_proc_DA": str(cores), "PYTHONUNBUFFERED": "1"}
+            "nnUNet_results": str(work / "nnUNet_results"), "nnUNet_n_proc_DA": str(cores),
+            "PYTHONUNBUFFERED": "1"}
 
 
 def run_logged(cmd: list[str], env: dict, log: Path) -> float:
@@ -195,9 +194,11 @@ def run_nnunet_training(python: str | os.PathLike, work: Path, dataset_id: int, 
 
     Returns the wall time of each command, the configuration in our axes, the per-epoch rows of
     the trainer and the folder of the validation predictions (the raw grid, {case}.nii.gz)."""
+    from unet.bench.nnunet_worker import command
+
     bin_dir = Path(python).parent
-    env = nnunet_env(work, work / "nnunet_trainers", cores)
-    write_trainer(work / "nnunet_trainers", epochs, steps, val_steps, mirroring)
+    env = nnunet_env(work, cores)
+    trainer = write_trainer(work / "nnunet_trainer", epochs, steps, val_steps, mirroring)
     walls = {"plan": run_logged([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "--no_pp",
                                  "-npfp", str(cores)], env, work / "nnunet_plan.log")}
     pre = work / "nnUNet_preprocessed" / dataset_folder
@@ -209,8 +210,8 @@ def run_nnunet_training(python: str | os.PathLike, work: Path, dataset_id: int, 
     if (out / EPOCH_LOG).exists():
         (out / EPOCH_LOG).unlink()  # a kept work folder: only this run's epochs
     walls["train_and_predict"] = run_logged(
-        [str(bin_dir / "nnUNetv2_train"), str(dataset_id), CONFIGURATION, str(fold), "-tr", TRAINER,
-         "-device", "cpu"], env, work / "nnunet_train.log")
+        command(python, "train", str(trainer), str(dataset_id), CONFIGURATION, str(fold), "-tr", TRAINER,
+                "-device", "cpu"), env, work / "nnunet_train.log")
     forward = json.loads((pre / "nnUNetPlans.json").read_text())["transpose_forward"]
     rows = [json.loads(line) for line in (out / EPOCH_LOG).read_text().splitlines() if line.strip()]
     return {"wall_s": walls, "network": network_in_our_axes(config, forward), "transpose_forward": forward,
