@@ -283,3 +283,29 @@ def test_the_table_shows_both_sides_per_label():
     vessel = next(line for line in text.splitlines() if line.strip().startswith("vessel"))
     assert "0.700" in vessel and "0.600" in vessel
     assert "avx2" in text and "oneDNN on" in text and "ours 1.0 s, nnU-Net 2.0 s" in text
+
+
+def test_the_worker_runs_nnunets_train_entry_with_our_trainer_found_first(tmp_path, monkeypatch):
+    from unet.bench import nnunet_worker
+
+    seen = {}
+    run_training = types.ModuleType("nnunetv2.run.run_training")
+    run_training.recursive_find_trainer_class_by_name = lambda name: f"nnU-Net's {name}"
+
+    def entry():
+        seen["argv"] = list(sys.argv)
+        seen["ours"] = run_training.recursive_find_trainer_class_by_name("Mine")
+        seen["theirs"] = run_training.recursive_find_trainer_class_by_name("nnUNetTrainer")
+
+    run_training.run_training_entry = entry
+    for name in ("nnunetv2", "nnunetv2.run"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "nnunetv2.run.run_training", run_training)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    trainer = tmp_path / "mine.py"
+    trainer.write_text("class Mine:\n    pass\n")
+
+    assert nnunet_worker.main(["train", str(trainer), "556", "3d_bench", "0", "-tr", "Mine", "-device", "cpu"]) == 0
+
+    assert seen["argv"] == ["nnUNetv2_train", "556", "3d_bench", "0", "-tr", "Mine", "-device", "cpu"]
+    assert seen["ours"].__name__ == "Mine" and seen["theirs"] == "nnU-Net's nnUNetTrainer"
