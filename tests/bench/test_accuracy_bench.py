@@ -214,6 +214,14 @@ def test_the_trainer_runs_our_steps_and_logs_each_epochs_time(tmp_path, fake_nnu
     assert row["loss"] == 0.7 and row["pseudo_dice"] == [0.5, 0.25]
 
 
+def test_a_command_is_timed_in_wall_and_cpu_seconds_with_its_children(tmp_path):
+    busy = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'sum(range(3 * 10**7))'])"
+    wall, cpu = nnunet_train.run_logged([sys.executable, "-c", busy], {}, tmp_path / "log")
+    assert cpu > 0.2 and wall > 0  # the grandchild's summing counted, not just the parent's start-up
+    with pytest.raises(RuntimeError, match="exit 3"):
+        nnunet_train.run_logged([sys.executable, "-c", "raise SystemExit(3)"], {}, tmp_path / "log")
+
+
 def test_nnunets_commands_get_their_folders_and_our_cores(tmp_path):
     env = nnunet_train.nnunet_env(tmp_path, 2)
     assert env["nnUNet_raw"] == str(tmp_path / "nnUNet_raw")
@@ -258,9 +266,11 @@ def _label(dice):
 
 def _report(dice_ours, dice_theirs, ours_time=1.0, theirs_time=2.0):
     network = {k: OUR_PLAN[k] for k in ("spacing", "patch_size", "batch_size", "filters", "strides", "kernels")}
-    ours = {"plan": OUR_PLAN, "wall_s": 60.0, "rule_wall_s": {"train": 30.0, "predict": 5.0},
+    ours = {"plan": OUR_PLAN, "wall_s": 60.0, "rule_times": {"train": {"wall_s": 30.0, "cpu_s": 50.0},
+                                                             "predict": {"wall_s": 5.0, "cpu_s": 6.0}},
             "epochs": [{"epoch": 0, "epoch_time_s": ours_time, "loss": 1.0, "runtime": {"onednn": True}}]}
     theirs = {"network": network, "transpose_forward": [0, 1, 2], "wall_s": {"plan": 5.0, "train_and_predict": 90.0},
+              "cpu_s": {"plan": 5.0, "train_and_predict": 150.0},
               "epochs": [{"epoch": 0, "train_time_s": theirs_time, "epoch_time_s": theirs_time + 1, "loss": 1.0}]}
     settings = {"n_cases": 20, "fold": 0, "epochs": 1, "steps_per_epoch": 50, "tta": True, "cores": 2,
                 "validation_cases": ["a"], "date": "today", "load_average_before": [1.0], "load_average_between": [1.5],
@@ -283,6 +293,7 @@ def test_the_table_shows_both_sides_per_label():
     text = format_report(_report({"vessel": 0.7, "lesion": 0.5}, {"vessel": 0.6, "lesion": 0.4}))
     vessel = next(line for line in text.splitlines() if line.strip().startswith("vessel"))
     assert "0.700" in vessel and "0.600" in vessel
+    assert "CPU (s): ours train_job 50.0, predict_job 6.0; nnU-Net train_and_predict 150.0" in text
     assert "avx2" in text and "oneDNN on" in text and "median epoch ours 1.0 s, nnU-Net 2.0 s (ratio 0.50)" in text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -169,15 +170,21 @@ def nnunet_env(work: Path, cores: int) -> dict:
             "PYTHONUNBUFFERED": "1"}
 
 
-def run_logged(cmd: list[str], env: dict, log: Path) -> float:
-    """Run `cmd` with its output in `log`; its wall time (s), or an error with the log's tail."""
-    start = time.perf_counter()
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_logged(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
+    """Run `cmd` with its output in `log`; its wall time and the CPU time (s) of it and the
+    processes it waited for (its data loaders), or an error with the log's tail."""
+    start, cpu = time.perf_counter(), _children_cpu_s()
     with open(log, "w") as out:
         proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {log}:\n"
                            f"{log.read_text()[-4000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu_s() - cpu
 
 
 def results_folder(work: Path, dataset_folder: str, fold: int = 0) -> Path:
@@ -192,27 +199,28 @@ def run_nnunet_training(python: str | os.PathLike, work: Path, dataset_id: int, 
     split, preprocess that configuration, train fold `fold` on the CPU and predict its validation
     cases (nnUNetv2_train does). The raw dataset must already be under work/nnUNet_raw.
 
-    Returns the wall time of each command, the configuration in our axes, the per-epoch rows of
+    Returns the wall and CPU time of each command, the configuration in our axes, the per-epoch rows of
     the trainer and the folder of the validation predictions (the raw grid, {case}.nii.gz)."""
     from unet.bench.nnunet_worker import command
 
     bin_dir = Path(python).parent
     env = nnunet_env(work, cores)
     trainer = write_trainer(work / "nnunet_trainer", epochs, steps, val_steps, mirroring)
-    walls = {"plan": run_logged([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "--no_pp",
+    times = {"plan": run_logged([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "--no_pp",
                                  "-npfp", str(cores)], env, work / "nnunet_plan.log")}
     pre = work / "nnUNet_preprocessed" / dataset_folder
     config = add_configuration(pre / "nnUNetPlans.json", plan)
     write_splits(splits, case_ids, pre / "splits_final.json")
-    walls["preprocess"] = run_logged([str(bin_dir / "nnUNetv2_preprocess"), "-d", str(dataset_id), "-c",
+    times["preprocess"] = run_logged([str(bin_dir / "nnUNetv2_preprocess"), "-d", str(dataset_id), "-c",
                                       CONFIGURATION, "-np", str(cores)], env, work / "nnunet_preprocess.log")
     out = results_folder(work, dataset_folder, fold)
     if (out / EPOCH_LOG).exists():
         (out / EPOCH_LOG).unlink()  # a kept work folder: only this run's epochs
-    walls["train_and_predict"] = run_logged(
+    times["train_and_predict"] = run_logged(
         command(python, "train", str(trainer), str(dataset_id), CONFIGURATION, str(fold), "-tr", TRAINER,
                 "-device", "cpu"), env, work / "nnunet_train.log")
     forward = json.loads((pre / "nnUNetPlans.json").read_text())["transpose_forward"]
     rows = [json.loads(line) for line in (out / EPOCH_LOG).read_text().splitlines() if line.strip()]
-    return {"wall_s": walls, "network": network_in_our_axes(config, forward), "transpose_forward": forward,
+    return {"wall_s": {k: wall for k, (wall, _) in times.items()},
+            "cpu_s": {k: cpu for k, (_, cpu) in times.items()}, "network": network_in_our_axes(config, forward), "transpose_forward": forward,
             "epochs": rows, "predictions": str(out / "validation")}
