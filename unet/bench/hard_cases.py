@@ -7,8 +7,8 @@ Each case is two-channel MRI-like data in MSD layout, about 96 x 96 x 24 voxels:
   axis LAST on disk (voxel order RAS, affine diagonal);
 - partial volume: the scene is drawn on slices 4x thinner and averaged down, labels by the
   largest share of each thick voxel, as a scanner's slice profile would;
-- labels: 1 organ (an ellipsoid, ~10% of the voxels), 2 vessel (a tube 2-3 mm wide winding
-  through every slice, ~0.1-0.3%), 3 lesions (1-3 blobs of a few hundred voxels inside the organ,
+- labels: 1 organ (an ellipsoid, ~8% of the voxels), 2 vessel (a tube 2-3 mm wide winding
+  through every slice, ~0.1-0.2%), 3 lesions (1-3 blobs of a few hundred voxels inside the organ,
   faint in channel 0, bright in channel 1): strong class imbalance;
 - distractors: cysts outside the organ as bright as lesions in channel 1 but dark in channel 0,
   so a lesion is told apart only by both channels and where it lies;
