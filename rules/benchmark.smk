@@ -114,3 +114,28 @@ rule benchmark_train:
         gpu=min(1, config["train"]["gpus"]),
     script:
         "../workflow_scripts/benchmark_train.py"
+
+
+# Accuracy: our workflow (run through this Snakefile in a work folder of its own, on a generated
+# dataset made to be hard: thick slices, a thin vessel, small lesions, two channels) against
+# nnU-Net v2 with the same network sizes, split and number of training steps, both scored by our
+# evaluation on the raw grid (per-label Dice side by side, time in training steps).
+rule benchmark_accuracy:
+    input:
+        nnunet_venv=BENCH_VENV.format(name="nnunet"),
+    output:
+        res("benchmarks", "accuracy.json"),
+    params:
+        cases=20,
+        epochs=10,
+        steps_per_epoch=50,
+        plan={"patch_size": [64, 64, 16], "batch_size": 2, "filters": 16},
+        tta=False,  # mirroring at prediction, both sides
+        seed=0,
+        snakefile=workflow.main_snakefile,
+        work_dir=res("benchmarks", "accuracy"),  # kept: both sides' predictions and logs
+    log:
+        log_file("benchmark", "accuracy.log"),
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/benchmark_accuracy.py"

@@ -2,6 +2,7 @@
 
     NNUNET_VENV/bin/python -I nnunet_worker.py read PREPROCESSED OUT
     NNUNET_VENV/bin/python -I nnunet_worker.py loader JSON
+    NNUNET_VENV/bin/python -I nnunet_worker.py train TRAINER_FILE NNUNETV2_TRAIN_ARGS...
 
 That environment has nnU-Net, torch and blosc2 but not this package, so the module imports only
 numpy and the standard library at module level, and nothing from `unet` (`-I` keeps the caller's
@@ -118,11 +119,31 @@ def time_loader(args: dict) -> dict:
             "data_format": "nnUNetDatasetBlosc2 (.b2nd)", **result}
 
 
+def train(trainer_file: str | Path, argv: list[str]) -> None:
+    """`nnUNetv2_train` with `argv` (its own entry point), the trainer classes of the module
+    `trainer_file` found by name first. nnU-Net's own lookup imports every trainer module it ships
+    until one has the name, and one that fails to import (its Primus trainers need torchvision's
+    compiled ops) would stop the run before it reached ours."""
+    import importlib.util
+
+    import nnunetv2.run.run_training as run_training
+
+    spec = importlib.util.spec_from_file_location(Path(trainer_file).stem, str(trainer_file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    find = run_training.recursive_find_trainer_class_by_name
+    run_training.recursive_find_trainer_class_by_name = lambda name: getattr(module, name, None) or find(name)
+    sys.argv = ["nnUNetv2_train", *argv]
+    run_training.run_training_entry()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "read":
         read_preprocessed(argv[1], argv[2])
     elif len(argv) == 2 and argv[0] == "loader":
         print(json.dumps(time_loader(json.loads(argv[1]))), flush=True)
+    elif len(argv) >= 2 and argv[0] == "train":
+        train(argv[1], argv[2:])
     else:
         print(__doc__, file=sys.stderr)
         return 2
