@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet.bench.synthetic import ellipsoid
+from unet.bench.synthetic import ellipsoid, write_generated_dataset
 
 NAME = "BenchVessels"
 MODALITIES = ("T1c", "T2w")
@@ -142,24 +142,6 @@ def case_ids(n_cases: int) -> list[str]:
     return [f"VESSEL_{i:03d}" for i in range(n_cases)]
 
 
-def _write_case(args) -> None:
-    from unet.io.nifti import save_nifti
-
-    root, index, cid, seed = args
-    image, label, affine = hard_case(index, seed)
-    save_nifti(root / "imagesTr" / f"{cid}.nii.gz", image, affine)
-    save_nifti(root / "labelsTr" / f"{cid}.nii.gz", label, affine)
-
-
 def generate_hard_dataset(root: str | Path, n_cases: int, seed: int = 0, workers: int = 1) -> Path:
     """Write the accuracy benchmark's dataset in MSD layout under `root`; dataset.json last."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from unet.io.msd import write_dataset_json
-
-    root = Path(root)
-    ids = case_ids(n_cases)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(_write_case, [(root, i, cid, seed) for i, cid in enumerate(ids)]))
-    write_dataset_json(root, NAME, list(MODALITIES), LABELS, ids, [])
-    return root
+    return write_generated_dataset(root, hard_case, case_ids(n_cases), seed, NAME, MODALITIES, LABELS, workers)

@@ -101,27 +101,34 @@ def case_ids(n_cases: int) -> list[str]:
     return [f"BRAIN_{i:03d}" for i in range(n_cases)]
 
 
-def _write_case(args) -> None:
+def _write_generated_case(make_case, root: Path, seed: int, index: int, cid: str) -> None:
     from unet.io.nifti import save_nifti
 
-    root, index, cid, seed = args
-    image, label, affine = synthesize_case(index, seed)
+    image, label, affine = make_case(index, seed)
     save_nifti(root / "imagesTr" / f"{cid}.nii.gz", image, affine)
     save_nifti(root / "labelsTr" / f"{cid}.nii.gz", label, affine)
 
 
-def generate_dataset(root: str | Path, n_cases: int, seed: int = 0, workers: int = 1) -> Path:
-    """Write the preprocessing benchmark's dataset in MSD layout under `root`; dataset.json last."""
+def write_generated_dataset(root: str | Path, make_case, ids: list[str], seed: int, name: str,
+                            modalities, labels, workers: int = 1) -> Path:
+    """Write `make_case(index, seed)` -> (image, label, affine) for each of `ids` as a training
+    set in MSD layout under `root`, `workers` processes at a time; dataset.json last."""
     from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
     from unet.io.msd import write_dataset_json
 
     root = Path(root)
-    ids = case_ids(n_cases)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(_write_case, [(root, i, cid, seed) for i, cid in enumerate(ids)]))
-    write_dataset_json(root, NAME, list(MODALITIES), LABELS, ids, [])
+        list(pool.map(partial(_write_generated_case, make_case, root, seed), range(len(ids)), ids))
+    write_dataset_json(root, name, list(modalities), labels, ids, [])
     return root
+
+
+def generate_dataset(root: str | Path, n_cases: int, seed: int = 0, workers: int = 1) -> Path:
+    """Write the preprocessing benchmark's dataset in MSD layout under `root`; dataset.json last."""
+    return write_generated_dataset(root, synthesize_case, case_ids(n_cases), seed, NAME, MODALITIES, LABELS,
+                                   workers)
 
 
 # --- preprocessed cases (loader benchmark) ----------------------------------------------------
