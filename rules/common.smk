@@ -1,12 +1,13 @@
 # Shared by the rules: the file layout, the case and fold lists, and per-stage params.
 # Rules never build paths by hand: they call `res()` and `data()`.
 import functools
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from unet.io.datasets import known_case_ids
-from unet.io.msd import DatasetError, load_dataset
+from unet.io.msd import DatasetError
 
 TASK = config["task"]
 DATA_DIR = Path(config["data_dir"]) / TASK
@@ -60,9 +61,9 @@ def case_ids():
             f"--until {' '.join(sorted(until))}: the case list of {TASK} is known only once the "
             f"dataset is on disk ({DATA_DIR}/dataset.json). Run `snakemake --cores 1 download` "
             f"first, then the same command again.")
-    checkpoints.case_list.get()
-    dataset = load_dataset(DATA_DIR)
-    return [case.id for case in dataset.training], [case.id for case in dataset.test]
+    with open(checkpoints.case_list.get().output[0]) as cases:
+        listed = json.load(cases)
+    return listed["training"], listed["test"]
 
 
 def training_case_ids(wildcards=None):
