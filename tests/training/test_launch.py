@@ -211,8 +211,10 @@ def test_two_workers_started_by_launch_train_the_fold(demo_workspace, tmp_path, 
     assert len((fold / "training_log.jsonl").read_text().splitlines()) == 2
     # Both workers printed their epochs into the batch step's log: one training, the same loss and
     # validation Dice on both (throughput may differ).
-    # (Anywhere in a line: one worker's progress bar may not have ended its line yet.)
-    epochs = [line[:line.rindex(",")] for line in re.findall(r"epoch \d+/2: loss[^\n]*", log.read_text())]
+    # (Anywhere in a line, and possibly two on one: the workers share the log, and one's progress bar
+    # or summary may not have ended its line when the other's summary arrives.)
+    text = re.sub(r"(epoch \d+/2: loss)", r"\n\1", log.read_text())
+    epochs = [line[:line.rindex(",")] for line in re.findall(r"epoch \d+/2: loss[^\n]*", text)]
     assert len(epochs) == 4 and len(set(epochs)) == 2, log.read_text()[-3000:]
 
 
