@@ -249,22 +249,28 @@ def format_report(report: dict) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unet.bench.accuracy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nnunet-venv", help="folder of nnU-Net v2's virtualenv (required; `make bench-env` "
-                                              "builds .bench/nnunet-venv)")
-    parser.add_argument("--snakefile", required=True, help="the workflow's Snakefile (ours runs through it)")
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generated data, the schedule, the network sizes and where to work: shared with the
+    recipe ablation (`unet.bench.ablation`)."""
     parser.add_argument("--cases", type=int, default=DEFAULTS["cases"])
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps per epoch")
     parser.add_argument("--patch", type=int, nargs=3, default=DEFAULTS["patch_size"])
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--filters", type=int, default=DEFAULTS["filters"], help="first level's filters")
-    parser.add_argument("--tta", action="store_true", help="predict with mirroring (both sides)")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated cases")
     parser.add_argument("--out", help="write the report as JSON here")
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unet.bench.accuracy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nnunet-venv", help="folder of nnU-Net v2's virtualenv (required; `make bench-env` "
+                                              "builds .bench/nnunet-venv)")
+    parser.add_argument("--snakefile", required=True, help="the workflow's Snakefile (ours runs through it)")
+    add_dataset_arguments(parser)
+    parser.add_argument("--tta", action="store_true", help="predict with mirroring (both sides)")
     args = parser.parse_args(argv)
     from unet.bench.reference_env import nnunet_python
 
