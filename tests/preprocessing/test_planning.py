@@ -108,8 +108,8 @@ def test_worked_prostate_like_anisotropic():
     # 320/4096) + 6 x 320/16384 = 884. Weights 44.6M, 0.66 GiB. Budget 6.5 GiB.
     #   (320,320,28) [25 padded to 28]: 2 x 884 x 2.87M x 2 B = 9.44 + 0.66 GiB: too big; ratios
     #   1, 1, 1.12 -> z steps by 4: (320,320,24), 8.09 + 0.66: too big; ratios 1, 1, 0.96: a tie,
-    #   the last of them, y: (320,256,24), 6.48 + 0.66 = 7.14: too big; x: (256,256,24), 5.18 +
-    #   0.66 = 5.84: fits. nnU-Net v2's rule gives 24 x 256 x 256 (its axes are z, y, x).
+    #   broken as nnU-Net's argsort over its axes (z, y, x): the last, x: (256,320,24), 6.48 + 0.66
+    #   = 7.14: too big; y: (256,256,24), 5.18 + 0.66 = 5.84: fits. nnU-Net v2 gives 24 x 256 x 256.
     assert plan.patch_size == (256, 256, 24)
     # A third sample (2.59 GiB) does not fit: batch 2.
     assert plan.batch_size == 2
@@ -345,5 +345,7 @@ def test_the_rule_writes_plans_json_and_shows_both_plans(demo_fingerprint, tmp_p
     assert plans == make_plans(demo_fingerprint, {"batch_size": 3})
     assert json.loads((tmp_path / "plans.json").read_text()) == json.loads(json.dumps(plans))
     log = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in log] == ["planned", "effective", "overrides"]
-    assert "'batch_size': 2" in log[0] and "'batch_size': 3" in log[1] and log[2] == "overrides {'batch_size': 3}"
+    # The demo's small heads get a 2d configuration only, besides 3d_fullres.
+    assert [line.split()[0] for line in log] == ["planned", "effective", "2d", "overrides"]
+    assert "'batch_size': 2" in log[0] and "'batch_size': 3" in log[1] and log[3] == "overrides {'batch_size': 3}"
+    assert "'patch_size': " + str(plans["configurations"]["2d"]["patch_size"]) in log[2]

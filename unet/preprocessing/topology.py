@@ -1,6 +1,8 @@
 """The network's shape for a patch: downsampling strides and kernel sizes per level, filters per level.
 
-As nnU-Net v2's get_pool_and_conv_props; any number of spatial axes.
+As nnU-Net v2's get_pool_and_conv_props; any number of spatial axes. 3D networks pool each axis at
+most MAX_POOLS times; 2D networks (`max_pools=None`) as often as the patch allows, as nnU-Net
+(a 512 x 512 slice gets seven pools).
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ BASE_FILTERS = 32
 MAX_FILTERS = 320
 
 
-def topology(patch_size: Sequence[int], spacing: Sequence[float]):
+def topology(patch_size: Sequence[int], spacing: Sequence[float], max_pools: int | None = MAX_POOLS):
     """Per-level strides and kernels, and the patch size padded up to a multiple of the total stride.
 
     As nnU-Net v2's get_pool_and_conv_props: an axis is downsampled while its feature map is
     >= 2 * MIN_FEATURE_SIZE and its spacing is within 2x of the finest such axis (a lone axis
     needs 3 * MIN_FEATURE_SIZE), at most MAX_POOLS times. Kernels are 1 along an axis over 2x
     coarser than the finest until the others catch up, then 3 for good; the bottleneck is all 3.
+    `max_pools` None: no limit.
     """
     dim = len(patch_size)
+    max_pools = math.inf if max_pools is None else max_pools
     size = [float(p) for p in patch_size]
     current = [float(s) for s in spacing]
     pools = [0] * dim
     kernel = [1] * dim
     strides, kernels = [(1,) * dim], []
     while True:
-        valid = [a for a in range(dim) if size[a] >= 2 * MIN_FEATURE_SIZE and pools[a] < MAX_POOLS]
+        valid = [a for a in range(dim) if size[a] >= 2 * MIN_FEATURE_SIZE and pools[a] < max_pools]
         if not valid:
             break
         finest = min(current[a] for a in valid)
