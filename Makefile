@@ -26,9 +26,9 @@ run: $(STAMP)
 test: $(STAMP) $(HVD_STAMP)
 	$(BIN)/python -m pytest
 
-# Unit tests only (no end-to-end Snakemake runs, no Horovod environment).
+# Unit tests only (no end-to-end Snakemake runs, no Horovod or nnU-Net environment).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not workflow and not horovod"
+	$(BIN)/python -m pytest -m "not workflow and not horovod and not nnunet"
 
 # `make horovod-env`: .venv-horovod, for train.distribution: horovod. Horovod 0.28.1 builds only
 # against TensorFlow <= 2.15, so it has an environment of its own (envs/horovod.txt, a complete lock

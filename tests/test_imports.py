@@ -19,6 +19,8 @@ LIGHT_MODULES = [
     "unet.preprocessing.topology",
     "unet.preprocessing.memory",
     "unet.preprocessing.normalization",
+    "unet.preprocessing.search",
+    "unet.preprocessing.configurations",
     "unet.preprocessing.planning",
     "unet.preprocessing.preprocess",
     "unet.evaluation.evaluate",

@@ -2,7 +2,7 @@
 
 Each conv block keeps three tensors for the backward pass (conv, instance norm and LeakyReLU
 outputs), in float16 under mixed precision; every parameter costs 16 bytes (float32 weight,
-gradient and two Adam moments). The planner (`unet.preprocessing.planning`) searches patch and
+gradient and two Adam moments). The planner's search (`unet.preprocessing.search`) sizes patch and
 batch against this model.
 """
 
