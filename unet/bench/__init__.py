@@ -16,6 +16,8 @@ line --nnunet-venv, --jax-venv), and nothing here reaches for a file outside the
   beyond its work;
 - accuracy: fold 0 trained by our workflow and by nnU-Net v2 (nnunet_train: our plan as its
   configuration, a step-limited trainer) on a generated hard dataset (hard_cases), scored alike;
+- nnunet_plans: nnU-Net's experiment planner on our fingerprints, the reference of the planner's
+  tests (tests/preprocessing/test_configurations.py);
 - nnunet_worker: the code that runs inside the nnU-Net virtualenv; reference_env: finds the
   virtualenvs and says how to build a missing one.
 """
