@@ -68,7 +68,7 @@ def evaluation_regions(configured: Mapping[str, Sequence[int]] | None,
     return [Region(str(name), tuple(values)) for name, values in chosen.items()]
 
 
-def _foreground_labels(labels: Mapping[int, str]) -> list[tuple[int, str]]:
+def foreground_labels(labels: Mapping[int, str]) -> list[tuple[int, str]]:
     """(value, name) of the foreground labels but the ignore label, sorted by value; keys may be
     ints or digit strings."""
     ignore = ignore_value(labels)
@@ -128,7 +128,7 @@ def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mappi
         box = tuple(slice(0, 0) for _ in pred.shape)
     pred, ref = pred[box], ref[box]
     rows = [_row(case_id, name, value, pred == value, ref == value, spacing, empty)
-            for value, name in _foreground_labels(labels)]
+            for value, name in foreground_labels(labels)]
     for region in regions:
         values = list(region.labels)
         rows.append(_row(case_id, region.name, None, np.isin(pred, values), np.isin(ref, values),

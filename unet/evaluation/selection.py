@@ -1,0 +1,174 @@
+"""Choosing the configuration, or the ensemble of two, by cross-validation, by nnU-Net v2's rule
+(`nnUNetv2_find_best_configuration`).
+
+Each configuration brings the probabilities of its cross-validation predictions: `{case}.npz`
+files as `unet.inference.predict.save_probabilities` writes them (with `predict.save_probabilities:
+true`), in its folds' folders. Every configuration and every pair of configurations is scored on
+the same cases: a pair averages the two probability maps of a case before turning them into labels
+(argmax over the classes, or for region models the regions thresholded and painted in
+`unet.inference.regions`'s order). The winner has the highest foreground mean Dice
+(`unet.evaluation.cv`); on a tie the first candidate wins, and single configurations come before
+pairs (the simpler choice, as in nnU-Net). `best_configuration.json` records the winner and every
+candidate's scores.
+
+nnU-Net then chooses the postprocessing on the winner's cross-validation predictions
+(`unet.evaluation.postprocessing`); for a pair that needs the pair's label maps, which
+`ensemble_labels` gives case by case.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from unet.evaluation.cv import by_class, case_dice, class_means, cv_files, foreground_mean, json_number, \
+    scoring_classes
+from unet.inference.regions import labels_from_regions
+from unet.io.atomic import write_json
+from unet.io.labels import ignore_value
+from unet.io.nifti import load_label
+
+Folders = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+@dataclass(frozen=True)
+class Probabilities:
+    """One case's saved probabilities: (K, X, Y, Z) float32, the dataset's `label_values`, and for
+    a region model the `regions` ({name: label values}, channel k = the k-th region)."""
+
+    probabilities: np.ndarray
+    label_values: tuple[int, ...]
+    regions: dict[str, tuple[int, ...]] | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Probabilities":
+        with np.load(path, allow_pickle=False) as npz:
+            probs = np.asarray(npz["probabilities"], dtype=np.float32)
+            values = tuple(int(v) for v in npz["label_values"])
+            regions = None
+            if "region_names" in npz:
+                membership = np.asarray(npz["region_membership"], dtype=bool)
+                regions = {str(name): tuple(v for v, inside in zip(values, row) if inside)
+                           for name, row in zip(npz["region_names"], membership)}
+        expected = len(regions) if regions is not None else len(values)
+        if probs.shape[0] != expected:
+            raise ValueError(f"{path}: {probs.shape[0]} probability channels for "
+                             f"{'regions ' + str(list(regions)) if regions else 'label values ' + str(values)}")
+        return cls(probs, values, regions)
+
+    def labels(self) -> np.ndarray:
+        """The label map: argmax over the classes, or the regions painted (threshold 0.5)."""
+        if self.regions is not None:
+            return labels_from_regions(np.moveaxis(self.probabilities, 0, -1), self.regions)
+        return np.asarray(self.label_values)[np.argmax(self.probabilities, axis=0)]
+
+
+def average(members: Sequence[Probabilities]) -> Probabilities:
+    """The mean of the members' probabilities (same classes, same grid), as nnU-Net ensembles."""
+    first = members[0]
+    for other in members[1:]:
+        if other.label_values != first.label_values or other.regions != first.regions:
+            raise ValueError(f"cannot average probabilities of different classes: {first.label_values} "
+                             f"{first.regions} and {other.label_values} {other.regions}")
+        if other.probabilities.shape != first.probabilities.shape:
+            raise ValueError(f"cannot average probabilities of shapes {first.probabilities.shape} and "
+                             f"{other.probabilities.shape}")
+    total = np.sum([m.probabilities for m in members], axis=0, dtype=np.float32) / np.float32(len(members))
+    return Probabilities(total, first.label_values, first.regions)
+
+
+def ensemble_labels(files: Sequence[str | os.PathLike]) -> np.ndarray:
+    """The label map of one case from the averaged probabilities of `files` ({case}.npz)."""
+    return average([Probabilities.load(f) for f in files]).labels()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration or an ensemble of several, by name."""
+
+    configurations: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.configurations)
+
+
+def candidates(names: Sequence[str], allow_ensembles: bool = True) -> list[Candidate]:
+    """Every configuration, then every pair (in the given order)."""
+    singles = [Candidate((n,)) for n in names]
+    pairs = [Candidate(pair) for pair in itertools.combinations(names, 2)] if allow_ensembles else []
+    return singles + pairs
+
+
+def find_best_configuration(configurations: Mapping[str, Folders], ref_paths: Mapping[str, str | os.PathLike],
+                            labels: Mapping[int, str], out: str | os.PathLike, *,
+                            allow_ensembles: bool = True, expected: Sequence[str] | None = None) -> dict:
+    """Score each configuration of `configurations` ({name: its folds' folders of {case}.npz})
+    and each pair on the cross-validation cases against `ref_paths[case]`, write
+    best_configuration.json to `out` (atomically) and return it.
+
+    `labels`: the plan's {value: name} (names, the ignore label); the classes scored are the
+    labels, or the regions of region models. Every configuration must have predicted the same
+    cases (with `expected`, exactly those)."""
+    if not configurations:
+        raise ValueError("find_best_configuration: no configurations given")
+    names = list(configurations)
+    files = {name: cv_files(folders, ".npz", expected) for name, folders in configurations.items()}
+    cases = sorted(files[names[0]])
+    for name in names[1:]:
+        if sorted(files[name]) != cases:
+            differ = sorted(set(cases) ^ set(files[name]))
+            raise ValueError(f"configurations {names[0]!r} and {name!r} predicted different cases: {differ}; "
+                             f"they must be scored on the same cross-validation cases")
+    unknown = sorted(set(cases) - set(ref_paths))
+    if unknown:
+        raise ValueError(f"no reference label for the predicted case(s) {unknown}")
+
+    ignore = ignore_value(labels)
+    tried = candidates(names, allow_ensembles)
+    rows: dict[Candidate, list[np.ndarray]] = {c: [] for c in tried}
+    regions = classes = None
+    for case in cases:
+        ref, _ = load_label(ref_paths[case])
+        # One case's probabilities of every configuration at once (K x the image each).
+        loaded = {name: Probabilities.load(files[name][case]) for name in names}
+        if classes is None:
+            regions = loaded[names[0]].regions
+            classes = scoring_classes(labels, regions)
+        for candidate in tried:
+            members = [loaded[n] for n in candidate.configurations]
+            pred = (members[0] if len(members) == 1 else average(members)).labels()
+            if pred.shape != ref.shape:
+                raise ValueError(f"shape mismatch: {candidate.name} predicts case {case} with shape "
+                                 f"{pred.shape}, reference {ref_paths[case]} has shape {ref.shape}")
+            rows[candidate].append(case_dice(pred, ref, classes, ignore))
+
+    scores, means = [], {}
+    for candidate in tried:
+        means[candidate] = class_means(rows[candidate], len(classes))
+        scores.append({"name": candidate.name, "configurations": list(candidate.configurations),
+                       "foreground_dice": json_number(foreground_mean(means[candidate])),
+                       "dice": by_class(classes, means[candidate])})
+        print(f"{candidate.name}: foreground Dice {foreground_mean(means[candidate]):.5f}")
+    # max() keeps the first of equal scores; an undefined (nan) score never wins.
+    ranked = [c for c in tried if np.isfinite(foreground_mean(means[c]))] or tried
+    winner = max(ranked, key=lambda c: np.nan_to_num(foreground_mean(means[c]), nan=-1.0))
+    best = scores[tried.index(winner)]
+    result = {
+        "best": {"name": best["name"], "configurations": best["configurations"],
+                 "ensemble": len(best["configurations"]) > 1, "foreground_dice": best["foreground_dice"]},
+        "criterion": "highest mean foreground Dice on the cross-validation cases (nnU-Net's "
+                     "foreground_mean); ties: the first candidate, single configurations first",
+        "scored": "regions" if regions else "labels",
+        "classes": {c.name: list(c.labels) for c in classes},
+        "cases": len(cases),
+        "candidates": scores,
+    }
+    print(f"best: {best['name']} (foreground Dice {best['foreground_dice']})")
+    write_json(Path(out), result)
+    return result
