@@ -21,6 +21,7 @@ include: "rules/shard.smk"
 include: "rules/train.smk"
 include: "rules/predict.smk"
 include: "rules/evaluate.smk"
+include: "rules/postprocess.smk"
 include: "rules/report.smk"
 include: "rules/benchmark.smk"
 

@@ -87,8 +87,9 @@ def preprocessed_files(wildcards):
 def final_targets(wildcards):
     targets = [res("evaluation", "summary.json"), res("evaluation", "dice.png")]
     targets += expand(res("fold_{fold}", "training_curves.png"), fold=FOLDS)
+    targets.append(res("postprocessing.json"))
     if test_case_ids():
-        targets.append(res("predictions", "test"))
+        targets.append(res("predictions", "test_postprocessed"))
     return targets
 
 

@@ -1,5 +1,6 @@
 # `report`: the summary across folds and the plots, from the fold tables; the worst-case mosaic
-# also reads the raw images, the references and the predictions.
+# also reads the raw images, the references and the predictions; summary.html also shows the
+# Dice before and after each postprocessing step tried.
 
 
 rule report:
@@ -7,6 +8,7 @@ rule report:
         tables=expand(res("evaluation", "fold_{fold}.csv"), fold=FOLDS),
         predictions=expand(res("predictions", "fold_{fold}"), fold=FOLDS),
         ready=res("dataset.ok"),
+        postprocessing=res("postprocessing.json"),
     output:
         summary=report(res("evaluation", "summary.json"), caption="../report/summary.rst",
                        category="Evaluation"),

@@ -27,11 +27,15 @@ LIGHT_MODULES = [
     "unet.evaluation.summary",
     "unet.evaluation.plots",
     "unet.evaluation.report",
+    "unet.evaluation.cv",
+    "unet.evaluation.postprocessing",
+    "unet.evaluation.selection",
     "unet.io.demo",
     "unet.data.splits",
     "unet.inference.sliding_window",
     "unet.inference.restore",
     "unet.inference.predict",
+    "unet.inference.postprocess",
     "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
     "unet.training.multinode",
 ]

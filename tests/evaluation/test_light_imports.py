@@ -5,7 +5,8 @@ import sys
 
 MODULES = ["unet.evaluation.metrics", "unet.evaluation.distances", "unet.evaluation.evaluate",
            "unet.evaluation.summary", "unet.evaluation.plots", "unet.evaluation.mosaic",
-           "unet.evaluation.report"]
+           "unet.evaluation.report", "unet.evaluation.cv", "unet.evaluation.postprocessing",
+           "unet.evaluation.selection"]
 
 
 def test_evaluation_modules_stay_light():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unet.evaluation.cv import case_dice, scoring_classes
-from unet.evaluation.postprocessing import determine_postprocessing
+from unet.evaluation.postprocessing import determine_postprocessing, postprocessing_table
 from unet.inference.postprocess import apply_postprocessing, load_postprocessing, postprocess_folder
 from unet.io.nifti import load_label, save_nifti
 
@@ -64,6 +64,9 @@ def test_an_island_is_removed_and_two_true_parts_are_kept(tmp_path):
     assert spec["foreground_dice_after"] > spec["foreground_dice_before"]
     assert spec["cases"] == 4 and spec["classes"] == {"organ": [1], "lesion": [2]}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no workspace left
+    table = postprocessing_table(spec)
+    assert table.loc["organ", "kept"] == "yes" and table.loc["lesion", "kept"] == "no"
+    assert table.loc["organ", "organ"].endswith("-> 1.0000")
 
 
 def test_removing_the_island_for_all_foreground_is_kept(tmp_path):

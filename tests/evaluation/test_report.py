@@ -8,6 +8,7 @@ import pytest
 
 from unet.evaluation.evaluate import evaluate_folder, write_table
 from unet.evaluation.report import write_report
+from unet.io.atomic import write_json
 from unet.io.demo import LABELS, generate_demo
 from unet.io.msd import load_dataset
 from unet.io.nifti import load_label, save_nifti
@@ -18,6 +19,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return generate_demo(tmp_path_factory.mktemp("data") / "demo", n_train=3, n_test=0, seed=0)
+
+
+def _postprocessing(path):
+    step = {"step": "all foreground", "operation": "keep_largest_component", "labels": [1, 2, 3], "kept": True,
+            "foreground_dice_before": 0.5, "foreground_dice_after": 0.75,
+            "dice_before": {"edema": 0.5, "enhancing tumour": None},
+            "dice_after": {"edema": 0.75, "enhancing tumour": None}}
+    write_json(path, {"apply": [{"operation": "keep_largest_component", "labels": [1, 2, 3]}], "steps": [step]})
+    return path
 
 
 def test_report_of_two_folds(demo, tmp_path, capsys):
@@ -41,14 +51,18 @@ def test_report_of_two_folds(demo, tmp_path, capsys):
 
     summary = write_report(tables, predictions, folds, demo, summary_json=out / "summary.json",
                            summary_html=out / "summary.html", dice_png=out / "dice.png",
-                           hd95_png=out / "hd95.png", worst_png=out / "worst_cases.png")
+                           hd95_png=out / "hd95.png", worst_png=out / "worst_cases.png",
+                           postprocessing=_postprocessing(tmp_path / "postprocessing.json"))
 
     assert json.loads((out / "summary.json").read_text()) == summary
     dice = summary["mean_foreground_dice"]
     assert dice["folds"] == {"0": pytest.approx(1.0), "1": pytest.approx(0.0)}
     assert dice["all"] == pytest.approx(2 / 3)  # per label: Dice 1, 1 and 0
     assert summary["labels"]["edema"]["all"]["dice"]["n_cases"] == 3
-    assert "edema" in (out / "summary.html").read_text()
+    page = (out / "summary.html").read_text()
+    assert "edema" in page
+    # The postprocessing steps tried, with the Dice before -> after each.
+    assert "Postprocessing" in page and "0.5000 -&gt; 0.7500" in page and "n/a -&gt; n/a" in page
     for name in ("dice.png", "hd95.png", "worst_cases.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
     log = capsys.readouterr().out

@@ -25,6 +25,9 @@ for _rule, _needs in [("validate", "download"), ("fingerprint", "validate"),
                       ("train", "shard"), ("predict", "train"), ("ensemble", "train"),
                       ("evaluate", "predict"), ("report", "evaluate")]:
     UPSTREAM[_rule] = UPSTREAM[_needs] | {_rule}
+UPSTREAM["postprocessing"] = UPSTREAM["predict"] | {"postprocessing"}
+UPSTREAM["postprocess_test"] = UPSTREAM["ensemble"] | UPSTREAM["postprocessing"] | {"postprocess_test"}
+UPSTREAM["report"] |= UPSTREAM["postprocessing"]  # summary.html shows the postprocessing steps
 
 
 def _workflow_tests():

@@ -74,7 +74,7 @@ def finished_run(tmp_path_factory):
 def test_every_output_of_the_contract_exists(finished_run):
     tmp, _ = finished_run
     results = tmp / "results" / "demo"
-    for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json",
+    for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json", "postprocessing.json",
                  "evaluation/summary.json", "evaluation/dice.png", "evaluation/summary.html",
                  "evaluation/hd95.png", "evaluation/worst_cases.png"):
         assert (results / name).is_file(), name
@@ -100,6 +100,11 @@ def test_every_output_of_the_contract_exists(finished_run):
         assert sorted(table["case"].unique()) == split["val"]
         assert set(table["label"]) == {"edema", "non-enhancing tumour", "enhancing tumour", "whole tumour"}
     assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
+    assert (results / "predictions" / "test_postprocessed" / "DEMO_006.nii.gz").is_file()
+    postprocessing = json.loads((results / "postprocessing.json").read_text())
+    assert postprocessing["cases"] == 6 and postprocessing["steps"][0]["step"] == "all foreground"
+    assert postprocessing["apply"] == [{"operation": s["operation"], "labels": s["labels"]}
+                                       for s in postprocessing["steps"] if s["kept"]]
     summary = json.loads((results / "evaluation" / "summary.json").read_text())
     assert set(summary["labels"]) == {"edema", "non-enhancing tumour", "enhancing tumour"}
     assert "whole tumour" in summary["regions"]
@@ -112,9 +117,9 @@ def test_predictions_sit_in_the_raw_geometry(finished_run):
     tmp, _ = finished_run
     results, data = tmp / "results" / "demo", tmp / "data" / "demo"
     predictions = sorted((results / "predictions").glob("*/*.nii.gz"))
-    assert len(predictions) == 7
+    assert len(predictions) == 8  # 6 validation cases, the test case and it postprocessed
     for path in predictions:
-        folder = "imagesTs" if path.parent.name == "test" else "imagesTr"
+        folder = "imagesTs" if path.parent.name.startswith("test") else "imagesTr"
         raw = nib.load(data / folder / path.name)
         pred = nib.load(path)
         assert pred.shape == raw.shape[:3]
@@ -139,8 +144,14 @@ def test_changing_overlap_reruns_prediction_and_evaluation_only(finished_run):
     tmp, _ = finished_run
     config = _write_config(tmp, "overlap.yaml", predict__overlap=0.5)
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
-    assert set(jobs) == {"predict", "ensemble", "evaluate", "report", "all"}
+    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "postprocess_test", "report", "all"}
     assert jobs["predict"] == 2 and jobs["evaluate"] == 2
+
+
+def test_a_new_postprocessing_reruns_its_application_not_the_networks(finished_run):
+    tmp, config = finished_run
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run", "--forcerun", "postprocessing"))
+    assert set(jobs) == {"postprocessing", "postprocess_test", "report", "all"}
 
 
 def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):
@@ -155,7 +166,8 @@ def test_changing_learning_rate_reruns_training_onward_not_preprocessing(finishe
     tmp, _ = finished_run
     config = _write_config(tmp, "lr.yaml", train__learning_rate=0.01)
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
-    assert set(jobs) == {"train", "predict", "ensemble", "evaluate", "report", "all"}
+    assert set(jobs) == {"train", "predict", "ensemble", "evaluate", "postprocessing", "postprocess_test",
+                         "report", "all"}
     assert jobs["train"] == 2
 
 

@@ -13,4 +13,9 @@ and `report` stages start fast. Modules:
 - `mosaic`: image, reference and prediction of the worst cases on their slice of most
   disagreement.
 - `report`: the report stage: the summary, plots and mosaic of all folds.
+- `cv`: cross-validation scores as nnU-Net computes them to choose (classes, Dice, means).
+- `postprocessing`: the "keep the largest component" steps that raise the CV Dice
+  (postprocessing.json; applied by `unet.inference.postprocess`).
+- `selection`: the best configuration or pair ensemble from saved CV probabilities
+  (best_configuration.json).
 """

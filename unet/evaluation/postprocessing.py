@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from unet.data.splits import load_fold
 from unet.evaluation.cv import (by_class, case_dice, class_means, cv_files, foreground_mean,
@@ -153,6 +154,23 @@ def determine_postprocessing(predictions: str | os.PathLike | Sequence[str | os.
     }
     write_json(out, spec)
     return spec
+
+
+def postprocessing_table(spec: Mapping) -> pd.DataFrame:
+    """One row per step tried (postprocessing.json's "steps"): its labels, whether it was kept,
+    and the mean Dice of each class and of the foreground before -> after it."""
+
+    def change(before: float | None, after: float | None) -> str:
+        return " -> ".join("n/a" if v is None else f"{v:.4f}" for v in (before, after))
+
+    rows = {}
+    for step in spec["steps"]:
+        row = {"labels": " ".join(str(v) for v in step["labels"]), "kept": "yes" if step["kept"] else "no",
+               "foreground": change(step["foreground_dice_before"], step["foreground_dice_after"])}
+        row.update({name: change(step["dice_before"][name], step["dice_after"][name])
+                    for name in step["dice_before"]})
+        rows[step["step"]] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def postprocessing_for_run(predictions: Sequence[str | os.PathLike], splits: str | os.PathLike,

@@ -177,8 +177,10 @@ def summary_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                                                 orient="index")
 
 
-def write_summary_html(summary: dict, path: str | os.PathLike) -> None:
-    """A small self-contained HTML page with the summary's tables (for `snakemake --report`)."""
+def write_summary_html(summary: dict, path: str | os.PathLike,
+                       extra: Sequence[tuple[str, pd.DataFrame]] = ()) -> None:
+    """A small self-contained HTML page with the summary's tables (for `snakemake --report`),
+    then the `extra` tables, each (heading, table)."""
     across, per_fold = summary_tables(summary)
     mean_fg = summary["mean_foreground"]
     headline = ", ".join(f"{_header(m)} {v['all']:.{_digits(m)}f}"
@@ -195,7 +197,9 @@ def write_summary_html(summary: dict, path: str | os.PathLike) -> None:
         "<h3>Dice per fold</h3>",
         per_fold.to_html(na_rep="", border=0) if len(per_fold) else "<p>no cases</p>",
         f"<p><small>{html.escape(summary['convention'])}</small></p>",
-        "</body></html>",
     ]
+    for heading, table in extra:
+        parts += [f"<h3>{html.escape(heading)}</h3>", table.to_html(na_rep="", border=0)]
+    parts.append("</body></html>")
     with atomic_path(path, suffix=".html") as tmp:
         tmp.write_text("\n".join(parts) + "\n")
