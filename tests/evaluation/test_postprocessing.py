@@ -151,3 +151,75 @@ def test_apply_postprocessing_does_what_the_file_says(tmp_path):
     labels, affine = load_label(written[0])
     np.testing.assert_array_equal(labels, expected)
     np.testing.assert_allclose(affine, AFFINE)
+
+
+NNUNET_SCRIPT = '''
+import json, sys
+from nnunetv2.postprocessing.remove_connected_components import determine_postprocessing
+if __name__ == "__main__":
+    plans = {"image_reader_writer": "NibabelIO", "label_manager": "LabelManager", "configurations": {}}
+    dataset = {"labels": json.loads(sys.argv[3]), "file_ending": ".nii.gz"}
+    _, kwargs = determine_postprocessing(sys.argv[1], sys.argv[2], plans, dataset, num_processes=1,
+                                         keep_postprocessed_files=False)
+    print("STEPS " + json.dumps([k["labels_or_regions"] for k in kwargs]))
+'''
+
+
+def _ball(shape, centre, radius):
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius * radius
+
+
+def _noisy_cases(seed: int, nested: bool, n: int = 6):
+    """Three labels, apart (label 2 in two true parts in some cases) or nested like tumour labels;
+    predictions with spurious islands of random labels and voxels missing along the edges."""
+    from scipy import ndimage
+
+    rng, shape = np.random.default_rng(seed), (32, 32, 24)
+    refs, preds = {}, {}
+    for i in range(n):
+        ref = np.zeros(shape, np.uint8)
+        if nested:
+            centre = (14 + rng.integers(-2, 3), 14, 12)
+            for value, radius in ((1, 8), (2, 5), (3, 2 + seed % 2)):
+                ref[_ball(shape, centre, radius)] = value
+        else:
+            ref[_ball(shape, (10 + rng.integers(-2, 3), 10, 10), 6)] = 1
+            ref[_ball(shape, (24, 22, 12 + rng.integers(-2, 3)), 4)] = 2
+            if rng.random() < 0.5:
+                ref[_ball(shape, (6, 26, 18), 3)] = 2
+            ref[_ball(shape, (22, 8, 6), 3)] = 3
+        pred = ref.copy()
+        for _ in range(rng.integers(0, 4)):
+            pred[_ball(shape, tuple(rng.integers(2, 22, 3)), rng.integers(1, 3))] = rng.integers(1, 4)
+        edge = ndimage.binary_dilation(ref > 0) & ~ndimage.binary_erosion(ref > 0)
+        pred[edge & (rng.random(shape) < 0.3)] = 0
+        refs[f"c{i}"], preds[f"c{i}"] = ref, pred
+    return preds, refs
+
+
+@pytest.mark.parametrize("seed,nested", [(1, False), (6, True)])  # about 50 s each (torch)
+def test_the_same_steps_as_nnunet_itself(tmp_path, seed, nested):
+    """nnU-Net v2's determine_postprocessing (from `make bench-env`'s virtualenv) keeps the same
+    steps as ours on the same files."""
+    import subprocess
+    from pathlib import Path
+
+    from unet.bench.reference_env import nnunet_python
+
+    try:
+        python = nnunet_python(Path(__file__).resolve().parents[2] / ".bench" / "nnunet-venv")
+    except FileNotFoundError:
+        pytest.skip("no nnU-Net v2 virtualenv (.bench/nnunet-venv; `make bench-env` builds it)")
+    preds, refs = _noisy_cases(seed, nested)
+    folders, ref_paths = write_cases(tmp_path, preds, refs, folds=1)
+    ours = determine_postprocessing(folders, ref_paths, {0: "background", 1: "a", 2: "b", 3: "c"},
+                                    tmp_path / "postprocessing.json")
+    (tmp_path / "nnunet.py").write_text(NNUNET_SCRIPT)
+    labels = json.dumps({"background": 0, "a": 1, "b": 2, "c": 3})
+    result = subprocess.run([str(python), str(tmp_path / "nnunet.py"), str(folders[0]), str(tmp_path / "labels"),
+                             labels], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout.split("STEPS ")[1])
+    assert [step["labels"] for step in ours["apply"]] == [s if isinstance(s, list) else [s] for s in theirs]
+    assert ours["apply"], "no step kept: the comparison would prove little"
