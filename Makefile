@@ -22,8 +22,9 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "Summary: $$($(BIN)/python -c "import yaml; c = yaml.safe_load(open('config.yaml')); print(c['results'] + '/' + c['task'] + '/evaluation/summary.json')")"
 
-# The suite also trains with Horovod, in its own environment (built once, minutes).
-test: $(STAMP) $(HVD_STAMP)
+# The suite also trains with Horovod, and compares with nnU-Net v2's own code, each in its own
+# environment (built once, minutes).
+test: $(STAMP) $(HVD_STAMP) $(BENCH)/nnunet-venv/.installed
 	$(BIN)/python -m pytest
 
 # Unit tests only (no end-to-end Snakemake runs, no Horovod or nnU-Net environment).

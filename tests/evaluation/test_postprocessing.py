@@ -198,19 +198,14 @@ def _noisy_cases(seed: int, nested: bool, n: int = 6):
     return preds, refs
 
 
+@pytest.mark.nnunet
 @pytest.mark.parametrize("seed,nested", [(1, False), (6, True)])  # about 50 s each (torch)
-def test_the_same_steps_as_nnunet_itself(tmp_path, seed, nested):
+def test_the_same_steps_as_nnunet_itself(tmp_path, seed, nested, nnunet_python):
     """nnU-Net v2's determine_postprocessing (from `make bench-env`'s virtualenv) keeps the same
     steps as ours on the same files."""
     import subprocess
-    from pathlib import Path
 
-    from unet.bench.reference_env import nnunet_python
-
-    try:
-        python = nnunet_python(Path(__file__).resolve().parents[2] / ".bench" / "nnunet-venv")
-    except FileNotFoundError:
-        pytest.skip("no nnU-Net v2 virtualenv (.bench/nnunet-venv; `make bench-env` builds it)")
+    python = nnunet_python
     preds, refs = _noisy_cases(seed, nested)
     folders, ref_paths = write_cases(tmp_path, preds, refs, folds=1)
     ours = determine_postprocessing(folders, ref_paths, {0: "background", 1: "a", 2: "b", 3: "c"},

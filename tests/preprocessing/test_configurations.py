@@ -18,9 +18,6 @@ Where we differ by design, the tests assert the relation:
 
 import copy
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +30,6 @@ from unet.preprocessing.plan import CONFIGURATIONS, Plan, configuration_names
 from unet.preprocessing.planning import make_plans
 from unet.preprocessing.topology import total_stride
 
-REPO = Path(__file__).resolve().parents[2]
 GB = 8  # nnU-Net's default target, the one its reference values were tuned for
 
 
@@ -265,19 +261,6 @@ def test_the_demo_plans_2d_and_3d_fullres(demo_fingerprint):
 
 
 # --- against nnU-Net v2 itself -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def nnunet_python() -> Path:
-    """nnU-Net v2's virtualenv's Python: $NNUNET_VENV, else .bench/nnunet-venv, built with
-    `make bench-env`'s target when missing (about 2 GB, minutes)."""
-    venv = Path(os.environ.get("NNUNET_VENV", REPO / ".bench" / "nnunet-venv"))
-    if not (venv / ".installed").is_file():
-        done = subprocess.run(["make", ".bench/nnunet-venv/.installed"], cwd=REPO, capture_output=True, text=True,
-                              timeout=3600)
-        assert done.returncode == 0, f"building nnU-Net's virtualenv failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-        venv = REPO / ".bench" / "nnunet-venv"
-    return venv / "bin" / "python"
-
 
 @pytest.mark.nnunet
 def test_nnunets_planner_still_plans_the_record(ours, nnunet_python, tmp_path):
