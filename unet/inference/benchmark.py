@@ -70,35 +70,45 @@ def patch_benchmark(predictor: Predictor, patch_size: Sequence[int], num_channel
         timed = TimedPredictor(predictor)
         for _ in range(steps):
             timed(batch)
-        rows.append({
-            "batch_size": int(batch_size),
-            "resolution": "x".join(str(p) for p in patch_size),
-            "throughput_img_s": batch_size * steps / float(np.sum(timed.seconds)),
-            "latency_ms": latency_ms(timed.seconds),
-            "steps": steps, "warmup": warmup,
-        })
+        rows.append(_patch_row(timed, patch_size, warmup))
     return rows
+
+
+def _patch_row(timed: TimedPredictor, patch_size: Sequence[int], warmup: int) -> dict:
+    """Throughput and latency of the calls `timed` recorded (all of one batch size)."""
+    return {"batch_size": int(timed.batch_sizes[0]), "resolution": "x".join(str(p) for p in patch_size),
+            "throughput_img_s": float(np.sum(timed.batch_sizes)) / float(np.sum(timed.seconds)),
+            "latency_ms": latency_ms(timed.seconds), "steps": len(timed.seconds), "warmup": warmup}
 
 
 def runtime_benchmark(predictors: Mapping[str, Predictor], patch_size: Sequence[int], num_channels: int,
                       batch_sizes: Sequence[int] = (1, 2), warmup: int = 10, steps: int = 100,
-                      seed: int = 0) -> list[dict]:
-    """`patch_benchmark` of each runtime's predictor (name -> predictor; the first is the reference,
-    normally "keras"), batch size by batch size so that the runtimes compared run one right after
-    the other on the same patches. Each row adds `runtime`, `speedup` (throughput over the
-    reference's at that batch size) and `max_abs_diff` (of its probabilities from the reference's
-    on the timed batch)."""
+                      seed: int = 0, rounds: int = 5) -> list[dict]:
+    """The patch benchmark of several runtimes (name -> predictor; the first is the reference,
+    normally "keras") on the same random batch per batch size: `warmup` untimed calls each, then
+    `steps` timed calls each, taken in `rounds` turns (runtime after runtime, steps / rounds calls
+    a turn), so that a load that comes and goes on a shared machine weighs on all of them alike.
+    Each row adds `runtime`, `speedup` (throughput over the reference's at that batch size) and
+    `max_abs_diff` (of its probabilities from the reference's on the batch)."""
     rows = []
+    per_round = [steps // rounds + (i < steps % rounds) for i in range(rounds)]
     for batch_size in batch_sizes:
         batch = np.random.default_rng(seed).standard_normal((batch_size, *patch_size, num_channels)).astype(np.float32)
-        reference = None
-        for name, predictor in predictors.items():
-            [row] = patch_benchmark(predictor, patch_size, num_channels, (batch_size,), warmup, steps, seed)
-            probs = np.asarray(predictor(batch), dtype=np.float32)
-            reference = (row, probs) if reference is None else reference
-            rows.append({"runtime": name, **row,
-                         "speedup": row["throughput_img_s"] / reference[0]["throughput_img_s"],
-                         "max_abs_diff": float(np.max(np.abs(probs - reference[1])))})
+        for predictor in predictors.values():
+            for _ in range(warmup):
+                predictor(batch)
+        timed = {name: TimedPredictor(predictor) for name, predictor in predictors.items()}
+        for calls in per_round:
+            for predictor in timed.values():
+                for _ in range(calls):
+                    predictor(batch)
+        measured = {name: _patch_row(t, patch_size, warmup) for name, t in timed.items()}
+        probs = {name: np.asarray(predictor(batch), dtype=np.float32) for name, predictor in predictors.items()}
+        reference = next(iter(predictors))
+        rows += [{"runtime": name, **row,
+                  "speedup": row["throughput_img_s"] / measured[reference]["throughput_img_s"],
+                  "max_abs_diff": float(np.max(np.abs(probs[name] - probs[reference])))}
+                 for name, row in measured.items()]
     return rows
 
 
