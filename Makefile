@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ONNX_STAMP := $(VENV)/.onnx
 CORES ?= all
 HVD_VENV := .venv-horovod
 HVD_STAMP := $(HVD_VENV)/.installed
 HOROVOD := horovod==0.28.1
 BENCH := .bench
 
-.PHONY: run test test-fast clean-results horovod-env bench-env
+.PHONY: run test test-fast clean-results horovod-env bench-env onnx-env
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +23,24 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "Summary: $$($(BIN)/python -c "import yaml; c = yaml.safe_load(open('config.yaml')); print(c['results'] + '/' + c['task'] + '/evaluation/summary.json')")"
 
-# The suite also trains with Horovod, and compares with nnU-Net v2's own code, each in its own
-# environment (built once, minutes).
-test: $(STAMP) $(HVD_STAMP) $(BENCH)/nnunet-venv/.installed
+# The suite also trains with Horovod and compares with nnU-Net v2's own code, each in its own
+# environment (built once, minutes), and tests the ONNX runtime (the optional extra, installed
+# into .venv: small).
+test: $(STAMP) $(HVD_STAMP) $(ONNX_STAMP) $(BENCH)/nnunet-venv/.installed
 	$(BIN)/python -m pytest
 
 # Unit tests only (no end-to-end Snakemake runs, no Horovod or nnU-Net environment).
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(ONNX_STAMP)
 	$(BIN)/python -m pytest -m "not workflow and not horovod and not nnunet"
+
+# `make onnx-env`: the optional ONNX extra (onnxruntime, onnx, tf2onnx; envs/onnx.txt) into .venv,
+# for the ONNX export and runtime: about 33 MB to download, 105 MB installed. Installed with
+# envs/requirements.txt as constraints, so that no pin of the main environment moves.
+onnx-env: $(ONNX_STAMP)
+
+$(ONNX_STAMP): $(STAMP) envs/onnx.txt
+	$(BIN)/python -m pip install --quiet -r envs/onnx.txt -c envs/requirements.txt
+	touch $@
 
 # `make horovod-env`: .venv-horovod, for train.distribution: horovod. Horovod 0.28.1 builds only
 # against TensorFlow <= 2.15, so it has an environment of its own (envs/horovod.txt, a complete lock

@@ -27,6 +27,8 @@ rule benchmark_env:
         "make -C {params.repo:q} PYTHON={params.python:q} .bench/{wildcards.name}-venv/.installed > {log:q} 2>&1"
 
 
+# Also measures the fold's model exported to each runtime installed (Keras, SavedModel, and ONNX
+# with the extra of `make onnx-env`) on the same patches; the exports go to a temporary folder.
 rule benchmark_predict:
     input:
         model=res(f"fold_{FOLDS[0]}", "model.keras"),

@@ -36,6 +36,8 @@ LIGHT_MODULES = [
     "unet.inference.restore",
     "unet.inference.predict",
     "unet.inference.postprocess",
+    "unet.inference.runtimes",   # an ONNX prediction imports onnxruntime only
+    "unet.inference.runtime_export",
     "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
     "unet.training.multinode",
 ]

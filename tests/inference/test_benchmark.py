@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from unet.inference.benchmark import TimedPredictor, benchmark_predict, format_tables, patch_benchmark, \
-    run_benchmark
+    run_benchmark, runtime_benchmark
 from unet.inference.predict import PredictSettings, ensemble_predictor, load_models, preprocessed_inputs
+from unet.inference.runtimes import available_runtimes
 from unet.inference.sliding_window import window_starts
 from unet.io.atomic import write_json
 
@@ -42,6 +43,28 @@ def test_patch_benchmark_warms_up_then_times_each_step():
         assert 2.0 <= lat["mean"] <= lat["p99"] and lat["p90"] <= lat["p95"] <= lat["p99"]
         # img/s = images per batch / mean latency
         assert row["throughput_img_s"] == pytest.approx(row["batch_size"] * 1000 / lat["mean"])
+
+
+def test_runtime_benchmark_runs_the_runtimes_side_by_side_on_the_same_patches():
+    seen = {"a": [], "b": []}
+
+    def runtime(name, offset, delay):
+        def predict(batch):
+            seen[name].append(batch.copy())
+            time.sleep(delay)
+            return np.full(batch.shape[:-1] + (2,), 0.5 + offset, np.float32)
+        return predict
+
+    rows = runtime_benchmark({"a": runtime("a", 0.0, 0.004), "b": runtime("b", 0.25, 0.001)}, (4, 4, 4), 1,
+                             batch_sizes=(1, 2), warmup=1, steps=3)
+    assert [(r["runtime"], r["batch_size"]) for r in rows] == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    for x, y in zip(seen["a"], seen["b"]):  # the same patches, call by call
+        np.testing.assert_array_equal(x, y)
+    assert [r["max_abs_diff"] for r in rows] == [0.0, 0.25, 0.0, 0.25]
+    assert rows[0]["speedup"] == rows[2]["speedup"] == 1.0
+    for ref, row in ((rows[0], rows[1]), (rows[2], rows[3])):
+        assert row["speedup"] == pytest.approx(row["throughput_img_s"] / ref["throughput_img_s"])
+        assert row["speedup"] > 1.5  # b sleeps 1 ms a call, a 4 ms
 
 
 def test_benchmark_on_a_tiny_model(preprocessed_demo, trained_results):
@@ -83,5 +106,13 @@ def test_the_rule_benchmarks_the_folds_validation_cases(preprocessed_demo, train
     assert result["whole_case"]["settings"]["overlap"] == 0.25 and result["whole_case"]["settings"]["batch_size"] == 3
     assert [(r["batch_size"], r["steps"]) for r in result["patches"]] == [(2, 2)]
     tables = format_tables(result)
+    runtimes = result["runtimes"]
+    assert [(r["runtime"], r["batch_size"]) for r in runtimes["rows"]] == [(r, 2) for r in available_runtimes()]
+    assert [e["runtime"] for e in runtimes["exports"]] == [r for r in available_runtimes() if r != "keras"]
+    assert all(e["max_abs_diff"]["real"] < 1e-4 and e["max_abs_diff"]["random"] < 1e-4 for e in runtimes["exports"])
+    assert all(r["max_abs_diff"] < 1e-4 and r["throughput_img_s"] > 0 for r in runtimes["rows"])
+    assert set(runtimes["unavailable"]) == {"keras", "saved_model", "onnx"} - set(available_runtimes())
+    assert result["environment"]["threads"] == 1 and "onednn" in result["environment"]
+    assert "| saved_model | 2 | 16x16x16 |" in tables and "Throughput [patches/s]" in tables
     assert tables in capsys.readouterr().out  # into the job's log
     assert summary == f"benchmark_predict (fold 0, model {model}):\n{tables}\nwritten to {out}"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unet.io.atomic import atomic_path, load_npy, read_json, save_npy, write_json
+from unet.io.atomic import atomic_dir, atomic_path, load_npy, read_json, save_npy, write_json
 
 
 def test_exception_leaves_no_temp_file_and_no_target(tmp_path):
@@ -47,3 +47,24 @@ def test_json_and_npy_round_trip(tmp_path):
     assert isinstance(mm, np.memmap)
     np.testing.assert_array_equal(mm, arr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.npy"]
+
+
+def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "saved_model"
+    with atomic_dir(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.is_dir() and not any(tmp.iterdir())
+        (tmp / "a.pb").write_text("first")
+    assert (target / "a.pb").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "b.pb").write_text("half")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in target.iterdir()] == ["a.pb"]  # the old folder untouched
+    with atomic_dir(target) as tmp:
+        (tmp / "b.pb").write_text("second")
+    assert [p.name for p in target.iterdir()] == ["b.pb"]  # replaced whole, not merged
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]  # no temporary folder left
+    (tmp_path / "file").write_text("x")
+    with atomic_dir(tmp_path / "file") as tmp:
+        (tmp / "c").write_text("y")
+    assert (tmp_path / "file" / "c").read_text() == "y"

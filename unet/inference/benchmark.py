@@ -5,6 +5,9 @@ warm-up calls, the table format of NVIDIA's nnU-Net benchmarks. Whole cases: the
 `sliding_window_inference` on each case against the sum of the predictor's own call times on
 the same windows; their ratio is the stitching overhead (cutting windows, batching, weighting and
 accumulating, padding), 1.0 being none. The predictor is any callable, as for the sliding window.
+Runtimes: the patch benchmark of the same network exported to each runtime this environment has
+(`unet.inference.runtimes`: Keras, SavedModel, ONNX with its extra), on the same patches, batch
+size by batch size, with each export's difference from Keras.
 `run_benchmark` is the workflow's `benchmark_predict` rule.
 """
 
@@ -12,10 +15,11 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,9 +27,12 @@ from unet.data.splits import load_fold
 from unet.inference.predict import (CaseInput, PredictSettings, ensemble_predictor, load_models,
                                     predict_case, preprocessed_inputs)
 from unet.inference.restore import labels_from_cropped, probabilities_to_cropped
+from unet.inference.runtime_export import export_runtimes, validation_patches
+from unet.inference.runtimes import ONNX_INSTALL, RUNTIMES, available_runtimes, load_runtime
 from unet.inference.sliding_window import Predictor
-from unet.io.atomic import write_json
+from unet.io.atomic import load_npy, write_json
 from unet.preprocessing.plan import Plan
+from unet.runtime import machine_info
 
 
 @dataclass
@@ -63,13 +70,45 @@ def patch_benchmark(predictor: Predictor, patch_size: Sequence[int], num_channel
         timed = TimedPredictor(predictor)
         for _ in range(steps):
             timed(batch)
-        rows.append({
-            "batch_size": int(batch_size),
-            "resolution": "x".join(str(p) for p in patch_size),
-            "throughput_img_s": batch_size * steps / float(np.sum(timed.seconds)),
-            "latency_ms": latency_ms(timed.seconds),
-            "steps": steps, "warmup": warmup,
-        })
+        rows.append(_patch_row(timed, patch_size, warmup))
+    return rows
+
+
+def _patch_row(timed: TimedPredictor, patch_size: Sequence[int], warmup: int) -> dict:
+    """Throughput and latency of the calls `timed` recorded (all of one batch size)."""
+    return {"batch_size": int(timed.batch_sizes[0]), "resolution": "x".join(str(p) for p in patch_size),
+            "throughput_img_s": float(np.sum(timed.batch_sizes)) / float(np.sum(timed.seconds)),
+            "latency_ms": latency_ms(timed.seconds), "steps": len(timed.seconds), "warmup": warmup}
+
+
+def runtime_benchmark(predictors: Mapping[str, Predictor], patch_size: Sequence[int], num_channels: int,
+                      batch_sizes: Sequence[int] = (1, 2), warmup: int = 10, steps: int = 100,
+                      seed: int = 0, rounds: int = 5) -> list[dict]:
+    """The patch benchmark of several runtimes (name -> predictor; the first is the reference,
+    normally "keras") on the same random batch per batch size: `warmup` untimed calls each, then
+    `steps` timed calls each, taken in `rounds` turns (runtime after runtime, steps / rounds calls
+    a turn), so that a load that comes and goes on a shared machine weighs on all of them alike.
+    Each row adds `runtime`, `speedup` (throughput over the reference's at that batch size) and
+    `max_abs_diff` (of its probabilities from the reference's on the batch)."""
+    rows = []
+    per_round = [steps // rounds + (i < steps % rounds) for i in range(rounds)]
+    for batch_size in batch_sizes:
+        batch = np.random.default_rng(seed).standard_normal((batch_size, *patch_size, num_channels)).astype(np.float32)
+        for predictor in predictors.values():
+            for _ in range(warmup):
+                predictor(batch)
+        timed = {name: TimedPredictor(predictor) for name, predictor in predictors.items()}
+        for calls in per_round:
+            for predictor in timed.values():
+                for _ in range(calls):
+                    predictor(batch)
+        measured = {name: _patch_row(t, patch_size, warmup) for name, t in timed.items()}
+        probs = {name: np.asarray(predictor(batch), dtype=np.float32) for name, predictor in predictors.items()}
+        reference = next(iter(predictors))
+        rows += [{"runtime": name, **row,
+                  "speedup": row["throughput_img_s"] / measured[reference]["throughput_img_s"],
+                  "max_abs_diff": float(np.max(np.abs(probs[name] - probs[reference])))}
+                 for name, row in measured.items()]
     return rows
 
 
@@ -105,18 +144,42 @@ def whole_case_benchmark(predictor: Predictor, inputs: Iterable[CaseInput], patc
 
 
 def environment(threads: int | None = None) -> dict:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the machine (`unet.runtime.machine_info`: CPU, vector
+    extensions, threads, oneDNN) and the runtimes' versions."""
     import keras
 
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "threads": threads, "keras": keras.__version__,
-            "backend": keras.backend.backend()}
+            "backend": keras.backend.backend(), **machine_info(threads or os.cpu_count() or 1)}
     if info["backend"] == "tensorflow":
         import tensorflow as tf
 
         info["tensorflow"] = tf.__version__
         info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    if "onnx" in available_runtimes():
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
     return info
+
+
+def benchmark_runtimes(model: str | Path, patch_size: Sequence[int], num_channels: int,
+                       real: np.ndarray | None = None, runtimes: Sequence[str] | None = None,
+                       batch_sizes: Sequence[int] = (1, 2), warmup: int = 10, steps: int = 100,
+                       threads: int | None = None) -> dict:
+    """`runtime_benchmark` of the `.keras` `model` against its exports to `runtimes` (default: every
+    runtime of `available_runtimes()`), written to a temporary folder and checked at export (on a
+    random patch and the centre of `real`, a preprocessed image): {"rows", "exports" (each
+    export's check), "unavailable" (runtime -> how to install it)}."""
+    runtimes = available_runtimes() if runtimes is None else list(runtimes)
+    with tempfile.TemporaryDirectory(prefix="unet-runtimes-") as folder:
+        checks = export_runtimes(model, folder, [r for r in runtimes if r != "keras"],
+                                 validation_patches(patch_size, num_channels, real))
+        predictors = {"keras": load_runtime(model, "keras", threads),
+                      **{c.runtime: load_runtime(c.path, c.runtime, threads) for c in checks}}
+        rows = runtime_benchmark(predictors, patch_size, num_channels, batch_sizes, warmup, steps)
+    return {"rows": rows, "exports": [c.as_dict() for c in checks],
+            "unavailable": {r: ONNX_INSTALL for r in RUNTIMES if r not in available_runtimes()}}
 
 
 def benchmark_predict(predictor: Predictor, patch_size: Sequence[int], num_channels: int,
@@ -151,16 +214,37 @@ def format_tables(result: dict) -> str:
     lines.append(f"| all | | {sum(c['windows'] for c in whole['cases'])} | {whole['whole_s']:.3f} | "
                  f"{whole['forward_s']:.3f} | {whole['ratio']:.3f} | "
                  f"{sum(c['restore_s'] for c in whole['cases']):.3f} |")
+    if "runtimes" in result:
+        lines += ["", format_runtime_table(result["runtimes"])]
+    return "\n".join(lines)
+
+
+def format_runtime_table(runtimes: dict) -> str:
+    """Markdown table of a `benchmark_runtimes` result: the runtimes side by side per batch size."""
+    lines = ["Runtimes (the network alone, same patches; speed-up and max abs difference of probabilities "
+             "against Keras):", "",
+             "| Runtime | Batch size | Resolution | Throughput [patches/s] | Latency Avg [ms] | "
+             "Latency 99% [ms] | Speed-up | Max abs diff |",
+             "|:--|:-:|:-:|:-:|:-:|:-:|:-:|:-:|"]
+    for row in runtimes["rows"]:
+        lat = row["latency_ms"]
+        lines.append(f"| {row['runtime']} | {row['batch_size']} | {row['resolution']} | "
+                     f"{row['throughput_img_s']:.2f} | {lat['mean']:.2f} | {lat['p99']:.2f} | "
+                     f"{row['speedup']:.2f} | {row['max_abs_diff']:.1e} |")
+    for runtime, how in runtimes["unavailable"].items():
+        lines.append(f"\n{runtime}: not measured, not installed; {how}")
     return "\n".join(lines)
 
 
 def run_benchmark(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
                   out: str | Path, *, plans: str | Path, section: dict, batch_sizes: Sequence[int] = (1, 2),
-                  warmup: int = 10, steps: int = 100, threads: int | None = None) -> str:
+                  warmup: int = 10, steps: int = 100, threads: int | None = None,
+                  runtimes: Sequence[str] | None = None) -> str:
     """Rule `benchmark_predict`: `benchmark_predict` of fold `fold`'s `model` on the fold's
     validation cases (from the preprocess stage's files), with config `predict` (`section`) and
-    the plan `plans`; the result, with the model and fold, written to `out` (JSON) and its tables
-    printed. Returns what to tell the user: the tables and where they are."""
+    the plan `plans`, and `benchmark_runtimes` of the model (default: every runtime installed),
+    checked on the first validation case; the result, with the model and fold, written to `out`
+    (JSON) and its tables printed. Returns what to tell the user: the tables and where they are."""
     plan = Plan.load(plans)
     settings = PredictSettings.from_config(section)
     cases = load_fold(splits, fold)["val"]
@@ -168,6 +252,9 @@ def run_benchmark(model: str | Path, splits: str | Path, fold: int, preprocessed
     result = benchmark_predict(predictor, plan.patch_size, plan.num_channels,
                                preprocessed_inputs(preprocessed_dir, cases), settings,
                                batch_sizes=batch_sizes, warmup=warmup, steps=steps, threads=threads)
+    real = load_npy(Path(preprocessed_dir) / f"{cases[0]}.npy") if cases else None
+    result["runtimes"] = benchmark_runtimes(model, plan.patch_size, plan.num_channels, real, runtimes,
+                                            batch_sizes, warmup, steps, threads)
     result = {"model": str(model), "fold": fold, **result}
     write_json(out, result)
     tables = format_tables(result)

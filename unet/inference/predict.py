@@ -69,18 +69,20 @@ def _mirrorings(batch_ndim: int) -> list[tuple[int, ...]]:
 
 def ensemble_predictor(models: Sequence, tta: bool = False) -> Predictor:
     """Average of the models' probabilities (softmax, or sigmoid per region); with `tta`, also
-    over all mirrorings of the spatial axes (8 for a 3D batch (B, X, Y, Z, C), 4 for a 2D one)."""
+    over all mirrorings of the spatial axes (8 for a 3D batch (B, X, Y, Z, C), 4 for a 2D one).
+    `models` are Keras models or predictors of any runtime (`unet.inference.runtimes.load_runtime`)."""
+    runs = [getattr(model, "predict_on_batch", model) for model in models]
 
     def predict(batch: np.ndarray) -> np.ndarray:
         flip_sets = _mirrorings(batch.ndim) if tta else [()]
         total = None
-        for model in models:
+        for run in runs:
             for axes in flip_sets:
                 x = np.flip(batch, axes) if axes else batch
-                probs = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+                probs = np.asarray(run(x), dtype=np.float32)
                 probs = np.flip(probs, axes) if axes else probs
                 total = probs if total is None else total + probs
-        return total / (len(models) * len(flip_sets))
+        return total / (len(runs) * len(flip_sets))
 
     return predict
 
