@@ -1,7 +1,7 @@
 # One job per fold, and for fold `all` (every case, no validation). `train.init_weights` is a
-# param and its model file an input: a changed path or file retrains. Execution settings (`resume`, `distribution`, `xla`, `deterministic`:
-# unet.config.EXECUTION_SETTINGS) are read from config, not params: switching one must not make
-# Snakemake consider a finished fold out of date.
+# param and its model file an input: a changed path or file retrains. Execution settings
+# (`resume`, `distribution`, `xla`, `deterministic`: unet.config.EXECUTION_SETTINGS) are read from
+# config, not params: switching one must not make Snakemake consider a finished fold out of date.
 from unet.config import result_settings
 
 

@@ -134,6 +134,8 @@ class FoldTrainer:
         if s.deterministic:
             # Process-wide and irreversible: every op then picks a deterministic kernel (or fails).
             tf.config.experimental.enable_op_determinism()
+        print(f"{len(self.train_ids)} training cases, "
+              + (f"{len(self.val_ids)} validation cases" if self.val_ids else "no validation (fold all)"), flush=True)
         self._build()
         rows = self._restore_or_reset()
         train_step, predict = self._steps()
