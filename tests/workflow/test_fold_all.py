@@ -55,9 +55,9 @@ def test_fold_all_trains_on_every_case_and_predicts_the_test_set(fold_all_run):
     assert len(log) == 1 and "val_dice" not in log[0]
     assert "6 training cases, no validation" in (results / "logs" / "train" / "fold_all.log").read_text()
     assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
-    # No cross-validation: no fold predictions, no evaluation.
+    # No cross-validation: no fold predictions, no evaluation, no postprocessing chosen.
     assert sorted(p.name for p in (results / "predictions").iterdir()) == ["test"]
-    assert not (results / "evaluation").exists()
+    assert not (results / "evaluation").exists() and not (results / "postprocessing.json").exists()
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, _config(tmp, "again.yaml", ["all"]), "--dry-run")) == {}
 
 
@@ -65,7 +65,8 @@ def test_adding_the_cv_folds_evaluates_them_and_not_fold_all(fold_all_run):
     tmp, _ = fold_all_run
     result = WORKFLOW.snakemake(tmp, _config(tmp, "cv.yaml", [0, 1, "all"]), "--dry-run")
     jobs = WORKFLOW.planned_jobs(result)
-    assert jobs == {"train": 2, "predict": 2, "evaluate": 2, "report": 1, "ensemble": 1, "all": 1}
+    assert jobs == {"train": 2, "predict": 2, "evaluate": 2, "report": 1, "ensemble": 1, "postprocessing": 1,
+                    "postprocess_test": 1, "all": 1}
     text = result.stdout + result.stderr
     assert "evaluation/fold_all" not in text and "predictions/fold_all" not in text
     # The test set is predicted with the three models.
