@@ -1,6 +1,8 @@
 # `benchmark_*` rules measure speed; the default target does not run them. Run one by name:
 #   snakemake --cores all benchmark_predict
-# The benchmark runs on the first fold of `folds` (its model and validation cases).
+# The benchmark runs on the first cross-validation fold of `folds` (its model and validation
+# cases), fold 0 when `folds` lists only `all`.
+BENCHMARK_FOLD = CV_FOLDS[0] if CV_FOLDS else 0
 # The references (nnU-Net v2; Keras on JAX) run from virtualenvs of their own under the
 # workflow's .bench/, pinned by its envs/{name}-bench.txt and built by `make bench-env`;
 # `benchmark_env` runs that make target for the one a benchmark needs, on first use; a
@@ -31,7 +33,7 @@ rule benchmark_env:
 # with the extra of `make onnx-env`) on the same patches; the exports go to a temporary folder.
 rule benchmark_predict:
     input:
-        model=res(f"fold_{FOLDS[0]}", "model.keras"),
+        model=res(f"fold_{BENCHMARK_FOLD}", "model.keras"),
         splits=res("splits.json"),
         plans=res("plans.json"),
         preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],
@@ -39,7 +41,7 @@ rule benchmark_predict:
         res("benchmarks", "predict.json"),
     params:
         predict={k: v for k, v in config["predict"].items() if k != "save_probabilities"},
-        fold=FOLDS[0],
+        fold=BENCHMARK_FOLD,
         preprocessed_dir=res("preprocessed"),
         batch_sizes=[1, 2],
         warmup=20,
@@ -101,7 +103,7 @@ rule benchmark_train:
     output:
         res("benchmarks", "train.json"),
     params:
-        fold=FOLDS[0],
+        fold=BENCHMARK_FOLD,
         patch_size=None,
         batch_size=2,
         amp=[False, True],

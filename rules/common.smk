@@ -6,17 +6,22 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from unet.data.splits import ALL
 from unet.io.datasets import known_case_ids
 from unet.io.msd import DatasetError
+from unet.training.pretrained import initial_weights
 
 TASK = config["task"]
 DATA_DIR = Path(config["data_dir"]) / TASK
 RESULTS_DIR = Path(config["results"]) / TASK
+# FOLDS: every model trained (fold numbers and `all`, which trains on every case); the test set is
+# predicted with all of them. CV_FOLDS: the cross-validation folds, predicted and evaluated.
 FOLDS = config["folds"] if config["folds"] is not None else list(range(config["nfolds"]))
+CV_FOLDS = [fold for fold in FOLDS if fold != ALL]
 
 
 wildcard_constraints:
-    fold=r"\d+",
+    fold=r"\d+",  # rule train also takes `all`
     case=r"[^/]+?",
 
 
@@ -85,9 +90,11 @@ def preprocessed_files(wildcards):
 
 
 def final_targets(wildcards):
-    targets = [res("evaluation", "summary.json"), res("evaluation", "dice.png")]
-    targets += expand(res("fold_{fold}", "training_curves.png"), fold=FOLDS)
-    targets.append(res("postprocessing.json"))
+    targets = expand(res("fold_{fold}", "training_curves.png"), fold=FOLDS)
+    if not CV_FOLDS:
+        # Fold `all` alone: no cross-validation to evaluate or to choose postprocessing by.
+        return targets + ([res("predictions", "test")] if test_case_ids() else [])
+    targets += [res("evaluation", "summary.json"), res("evaluation", "dice.png"), res("postprocessing.json")]
     if test_case_ids():
         targets.append(res("predictions", "test_postprocessed"))
     return targets
@@ -110,6 +117,18 @@ def train_resources():
     return {"nodes": nodes, "tasks": nodes, "mpi": "srun", "slurm_extra": extra}
 
 
-for fold in FOLDS:
+def init_weights(wildcards=None):
+    """The model file `train.init_weights` starts training from (unet.training.pretrained), as an
+    input of `train`, so that a changed file retrains; none without the setting."""
+    path = config["train"].get("init_weights")
+    if path is None:
+        return []
+    try:
+        return str(initial_weights(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise WorkflowError(f"config train.init_weights: {exc}") from None
+
+
+for fold in CV_FOLDS:
     if fold >= config["nfolds"]:
         raise ValueError(f"config folds: fold {fold} does not exist with nfolds={config['nfolds']}")

@@ -1,12 +1,12 @@
-# `report`: the summary across folds and the plots, from the fold tables; the worst-case mosaic
-# also reads the raw images, the references and the predictions; summary.html also shows the
-# Dice before and after each postprocessing step tried.
+# `report`: the summary across the cross-validation folds and the plots, from the fold tables; the
+# worst-case mosaic also reads the raw images, the references and the predictions; summary.html
+# also shows the Dice before and after each postprocessing step tried.
 
 
 rule report:
     input:
-        tables=expand(res("evaluation", "fold_{fold}.csv"), fold=FOLDS),
-        predictions=expand(res("predictions", "fold_{fold}"), fold=FOLDS),
+        tables=expand(res("evaluation", "fold_{fold}.csv"), fold=CV_FOLDS),
+        predictions=expand(res("predictions", "fold_{fold}"), fold=CV_FOLDS),
         ready=res("dataset.ok"),
         postprocessing=res("postprocessing.json"),
     output:
@@ -21,7 +21,7 @@ rule report:
         worst=report(res("evaluation", "worst_cases.png"), caption="../report/worst_cases.rst",
                      category="Evaluation"),
     params:
-        folds=FOLDS,
+        folds=CV_FOLDS,
         empty=config["evaluate"].get("empty", "nan"),
         data_dir=str(DATA_DIR),
     log:

@@ -1,6 +1,7 @@
-# One job per fold. Execution settings (`resume`, `distribution`, `xla`, `deterministic`:
-# unet.config.EXECUTION_SETTINGS) are read from config, not params: switching one must not make
-# Snakemake consider a finished fold out of date.
+# One job per fold, and for fold `all` (every case, no validation). `train.init_weights` is a
+# param and its model file an input: a changed path or file retrains. Execution settings
+# (`resume`, `distribution`, `xla`, `deterministic`: unet.config.EXECUTION_SETTINGS) are read from
+# config, not params: switching one must not make Snakemake consider a finished fold out of date.
 from unet.config import result_settings
 
 
@@ -10,6 +11,7 @@ rule train:
         splits=res("splits.json"),
         plans=res("plans.json"),
         ready=res("dataset.ok"),
+        init_weights=init_weights,
     output:
         model=res("fold_{fold}", "model.keras"),
         log=res("fold_{fold}", "training_log.jsonl"),
@@ -19,6 +21,8 @@ rule train:
             category="Training",
             subcategory="fold {fold}",
         ),
+    wildcard_constraints:
+        fold=rf"\d+|{ALL}",
     params:
         train=result_settings(config, "train"),
     log:

@@ -40,6 +40,7 @@ LIGHT_MODULES = [
     "unet.inference.runtime_export",
     "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
     "unet.training.multinode",
+    "unet.training.pretrained",  # the workflow resolves train.init_weights with it
 ]
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from unet.data.splits import load_fold, make_splits
+from unet.data.splits import load_fold, make_splits, parse_fold
 from unet.io.atomic import write_json
 
 IDS = [f"case_{i:02d}" for i in range(11)]
@@ -40,3 +40,15 @@ def test_load_fold(tmp_path):
     for bad in (4, -1):
         with pytest.raises(ValueError, match="splits.json"):
             load_fold(path, bad)
+
+
+def test_fold_all_trains_on_every_case_and_validates_none(tmp_path):
+    path = tmp_path / "splits.json"
+    write_json(path, make_splits(list(reversed(IDS)), 4, seed=0))
+    assert load_fold(path, "all") == {"train": IDS, "val": []}
+
+
+def test_parse_fold():
+    assert parse_fold("3") == 3 and parse_fold(2) == 2 and parse_fold("all") == "all"
+    with pytest.raises(ValueError, match="'best'"):
+        parse_fold("best")

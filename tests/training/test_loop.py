@@ -142,3 +142,30 @@ def test_a_resume_keeps_the_epochs_whose_log_snakemake_deleted(demo_workspace, t
     resumed = _train(demo_workspace, tmp_path, replace(SETTINGS, resume=True))
     assert resumed.trained == [2]
     assert [row["epoch"] for row in resumed.log] == [0, 1] and resumed.log[0] == first.log[0]
+
+
+def test_fold_all_trains_on_every_case_without_validation(demo_workspace, tmp_path):
+    """nnU-Net's fold `all`: no validation cases, so no Dice in the log or TensorBoard; the curves
+    show the loss alone and the best checkpoint is the final weights."""
+    ws = demo_workspace
+    rows = train_fold(ws.plan, SETTINGS, ws.shard_dir, ws.train_ids + ws.val_ids, [], tmp_path,
+                      tmp_path / "model.keras", tmp_path / "training_curves.png")
+    log = [json.loads(line) for line in (tmp_path / "training_log.jsonl").read_text().splitlines()]
+    assert log == rows and [row["epoch"] for row in log] == [0, 1]
+    for row in log:
+        assert set(row) == LOG_KEYS - {"val_dice", "val_dice_mean", "ema_val_dice"} | {"runtime"}
+        assert np.isfinite(row["loss"]) and row["loss"] > 0
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert {"loss", "learning_rate"} <= set(scalars) and not any("dice" in tag for tag in scalars)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "training_curves.png").ndim == 3
+
+    final = keras.saving.load_model(str(tmp_path / "model.keras"), compile=False)
+    from unet.training.objective import Objective
+
+    best = Objective(ws.plan, SETTINGS).build_model()
+    best.load_weights(tmp_path / "checkpoints" / "best.weights.h5")
+    x = np.random.default_rng(0).normal(size=(1, *ws.plan.patch_size, ws.plan.num_channels)).astype(np.float32)
+    np.testing.assert_array_equal(final.predict_on_batch(x),
+                                  Objective(ws.plan, SETTINGS).inference_model(best).predict_on_batch(x))

@@ -3,7 +3,9 @@
 A custom loop rather than `model.fit`, because `fit` under MultiWorkerMirroredStrategy is
 broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop.
 Checkpoints: `checkpoints/last` every epoch (weights, optimizer state, epoch, Dice EMA) for
-`resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice.
+`resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice. Without
+validation cases (fold `all`) the log has no Dice, and the best checkpoint is the final weights.
+A fresh run starts from `settings.init_weights` if set (unet.training.pretrained).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from unet.training.curves import plot_training_curves
 from unet.training.distribution import apply_without_all_reduce, make_distribution
 from unet.training.objective import Objective
 from unet.training.optimizers import make_optimizer
+from unet.training.pretrained import load_initial_weights
 from unet.training.schedules import learning_rate
 from unet.training.settings import TrainSettings
 from unet.training.steps import make_train_step, set_precision, with_xla_fallback
@@ -91,6 +94,8 @@ class FoldTrainer:
         # A fresh run must not resume from, or keep, another run's state.
         shutil.rmtree(self.out_dir / "checkpoints", ignore_errors=True)
         shutil.rmtree(self.out_dir / "tensorboard", ignore_errors=True)
+        if self.settings.init_weights:
+            print(load_initial_weights(self.model, self.settings.init_weights).summary(), flush=True)
         return []
 
     def _steps(self):
@@ -129,12 +134,15 @@ class FoldTrainer:
         if s.deterministic:
             # Process-wide and irreversible: every op then picks a deterministic kernel (or fails).
             tf.config.experimental.enable_op_determinism()
+        print(f"{len(self.train_ids)} training cases, "
+              + (f"{len(self.val_ids)} validation cases" if self.val_ids else "no validation (fold all)"), flush=True)
         self._build()
         rows = self._restore_or_reset()
         train_step, predict = self._steps()
         global_batch = plan.batch_size * self.replicas
-        val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
-                                                  s.validation_patches, s.seed)
+        if self.val_ids:
+            val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
+                                                      s.validation_patches, s.seed)
         writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
         machine = {**machine_info(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()),
                    "gpus": len(tf.config.list_physical_devices("GPU")), "replicas": self.replicas}
@@ -151,18 +159,12 @@ class FoldTrainer:
                 losses.append(float(train_step(next(batches))))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             elapsed = time.perf_counter() - start
-            dice = self._validate(predict, val_images, val_segs)
-            mean_dice = float(np.mean(list(dice.values())))
-            ema = mean_dice if self.ema.numpy() < 0 else EMA_DECAY * float(self.ema.numpy()) + (1 - EMA_DECAY) * mean_dice
-            self.ema.assign(ema)
-            row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice, "val_dice_mean": mean_dice,
-                   "ema_val_dice": ema, "learning_rate": lr, "epoch_time_s": elapsed,
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "learning_rate": lr, "epoch_time_s": elapsed,
                    "patches_per_s": s.steps_per_epoch * global_batch / elapsed,
                    "runtime": {**machine, "xla": train_step.xla_status()}}
+            if self.val_ids:
+                row.update(self._validation_row(predict, val_images, val_segs))
             rows.append(row)
-            if ema > float(self.best_ema.numpy()):
-                self.best_ema.assign(ema)
-                self._save_weights(self.out_dir / "checkpoints" / "best.weights.h5")
             # Log first: a resume drops rows of epochs the checkpoint does not hold, never the reverse.
             self._write_log(rows)
             self.epoch.assign(epoch + 1)
@@ -170,15 +172,31 @@ class FoldTrainer:
             with writer.as_default(step=epoch):
                 for key in ("loss", "val_dice_mean", "ema_val_dice", "learning_rate", "patches_per_s",
                             "epoch_time_s"):
-                    tf.summary.scalar(key, row[key])
-                for name, value in dice.items():
+                    if key in row:
+                        tf.summary.scalar(key, row[key])
+                for name, value in row.get("val_dice", {}).items():
                     tf.summary.scalar(f"val_dice/{name}", value)
             writer.flush()  # a killed run keeps the events of the epochs its checkpoint holds
-            print(f"epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.4f}, val Dice "
-                  + ", ".join(f"{n} {v:.3f}" for n, v in dice.items())
-                  + f", EMA {ema:.3f}, {row['patches_per_s']:.1f} patches/s", flush=True)
+            validation = (", val Dice " + ", ".join(f"{n} {v:.3f}" for n, v in row["val_dice"].items())
+                          + f", EMA {row['ema_val_dice']:.3f}") if self.val_ids else ""
+            print(f"epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.4f}{validation}, "
+                  f"{row['patches_per_s']:.1f} patches/s", flush=True)
         writer.close()
+        if not self.val_ids:  # nothing to choose the best epoch by: the best is the last
+            self._save_weights(self.out_dir / "checkpoints" / "best.weights.h5")
         return rows
+
+    def _validation_row(self, predict, images, segs) -> dict:
+        """The epoch's validation pseudo Dice, its mean and EMA; saves the best checkpoint on a
+        new best EMA."""
+        dice = self._validate(predict, images, segs)
+        mean_dice = float(np.mean(list(dice.values())))
+        ema = mean_dice if self.ema.numpy() < 0 else EMA_DECAY * float(self.ema.numpy()) + (1 - EMA_DECAY) * mean_dice
+        self.ema.assign(ema)
+        if ema > float(self.best_ema.numpy()):
+            self.best_ema.assign(ema)
+            self._save_weights(self.out_dir / "checkpoints" / "best.weights.h5")
+        return {"val_dice": dice, "val_dice_mean": mean_dice, "ema_val_dice": ema}
 
     def _run_batches(self, first_epoch: int):
         """The batches of epochs `first_epoch`.. to the end, from one input pipeline; an epoch's

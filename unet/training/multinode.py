@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from unet.data.splits import load_fold
+from unet.data.splits import Fold, load_fold
 from unet.inference.regions import regions_from_setting
 from unet.io.atomic import read_json, write_json
 from unet.training.settings import TrainSettings
@@ -41,12 +41,13 @@ class TrainJob:
     settings: TrainSettings
 
     @classmethod
-    def for_fold(cls, splits: str | os.PathLike, fold: int, *, plans: str | os.PathLike,
+    def for_fold(cls, splits: str | os.PathLike, fold: Fold, *, plans: str | os.PathLike,
                  shards: str | os.PathLike, model: str | os.PathLike, curves: str | os.PathLike | None,
                  config: dict, dataset_ok: str | os.PathLike) -> "TrainJob":
-        """Fold `fold` of the `splits` file, trained with config `train` (`config`), written beside
-        `model`. `regions: dataset` is resolved here from what the download stage found
-        (`dataset_ok`), so that every worker trains on the same explicit regions."""
+        """Fold `fold` of the `splits` file (`all`: every case, none validated), trained with config
+        `train` (`config`), written beside `model`. `regions: dataset` is resolved here from what
+        the download stage found (`dataset_ok`), so that every worker trains on the same explicit
+        regions."""
         split = load_fold(splits, fold)
         regions = regions_from_setting(config.get("regions"), dataset_ok)
         return cls(plans=str(plans), shards=str(shards), train=tuple(split["train"]), val=tuple(split["val"]),

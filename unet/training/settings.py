@@ -72,6 +72,8 @@ class TrainSettings:
     gpus: int = 1                    # per process (per node when nodes > 1)
     nodes: int = 1                   # > 1: one process per node, MultiWorkerMirroredStrategy (SLURM)
     resume: bool = False
+    # A model (file or folder) to start from where layers match: unet.training.pretrained.
+    init_weights: str | None = None
     validation_patches: int = 32
     # Memory for the input pipeline's decoded cases (MB), from the job's resources, not config:
     # None = unet.data.pipeline's default.
