@@ -29,11 +29,12 @@ from unet.bench.accuracy import DEFAULTS, add_dataset_arguments, run_ours, score
 # Each variant: the config sections it changes from the defaults (one switch each).
 VARIANTS: dict[str, dict] = {
     "defaults": {},
+    # Right after the defaults: it reuses their trained model (only predict reruns).
+    "predict.tta: true": {"predict": {"tta": True}},
     "train.recipe: nnunet": {"train": {"recipe": "nnunet"}},
     "train.recipe: nvidia": {"train": {"recipe": "nvidia"}},
     "train.oversampling_rule: nnunet": {"train": {"oversampling_rule": "nnunet"}},
     "train.patches_per_case: 1": {"train": {"patches_per_case": 1}},
-    "predict.tta: true": {"predict": {"tta": True}},
 }
 
 
