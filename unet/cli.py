@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "Snakemake; this command line serves trained models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="segment a folder of NIfTI images with the models of a finished run",
-        description="Segment every *.nii.gz / *.nii in IN (MSD layout: one file per case, 4D with "
-                    "channels last, or 3D for one channel) with the fold models of RESULTS_DIR "
-                    "(a run's {results}/{task}: plans.json, fold_*/model.keras), probabilities "
-                    "averaged over folds, and write OUT/{case}.nii.gz in each image's own grid.")
+        "predict", help="segment a folder of images with the models of a finished run",
+        description="Segment every image in IN (*.nii.gz, *.nii, *.nrrd, *.nhdr, *.mha, *.mhd: one file "
+                    "per case, channels last or as vector components, or 3D for one channel; a "
+                    "subfolder holding a DICOM series is one case) with the fold models of "
+                    "RESULTS_DIR (a run's {results}/{task}: plans.json, fold_*/model.keras), "
+                    "probabilities averaged over folds, and write OUT/{case} with the image's own "
+                    "ending (a DICOM series as a folder of slices) in the image's own grid.")
     predict.add_argument("-i", "--input", required=True, type=Path, metavar="IN", help="folder of images")
     predict.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                          help="folder for the segmentations (created if missing)")
@@ -119,7 +121,7 @@ def run_predict(command: PredictCommand) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from unet.inference.predict import InputError
-    from unet.io.nifti import ImageReadError
+    from unet.io.images import ImageReadError
 
     command = parse_predict(args)
     try:

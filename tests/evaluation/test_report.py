@@ -11,7 +11,8 @@ from unet.evaluation.report import write_report
 from unet.io.atomic import write_json
 from unet.io.demo import LABELS, generate_demo
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_label, save_nifti
+from unet.io.images import load_label
+from unet.io.nifti import save_nifti
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

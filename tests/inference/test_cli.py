@@ -65,7 +65,7 @@ def _main(monkeypatch, capsys, error: Exception, *extra: str):
 
 def test_the_users_mistakes_are_one_line_errors(monkeypatch, capsys):
     from unet.inference.predict import InputError
-    from unet.io.nifti import ImageReadError
+    from unet.io.images import ImageReadError
 
     for error in (InputError("in: no NIfTI images"), ImageReadError("in/a.nii.gz: cannot read NIfTI image")):
         code, err = _main(monkeypatch, capsys, error)

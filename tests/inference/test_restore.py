@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from unet.inference.restore import restore_labels, restore_probabilities
 from unet.io.atomic import load_npy
-from unet.io.nifti import load_label
+from unet.io.images import load_label
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.preprocess import preprocess_arrays
 

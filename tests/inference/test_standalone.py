@@ -65,7 +65,7 @@ def test_missing_input_folder(model_folder, tmp_path):
 def test_input_folder_without_images(model_folder, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("")
-    assert f"{tmp_path / 'empty'}: no NIfTI images" in _error(tmp_path / "empty", tmp_path / "out", model_folder)
+    assert f"{tmp_path / 'empty'}: no images in the input folder" in _error(tmp_path / "empty", tmp_path / "out", model_folder)
 
 
 def test_output_folder_must_not_be_the_input_folder(images, model_folder):

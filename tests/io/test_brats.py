@@ -14,7 +14,8 @@ from unet.inference.restore import restore_labels
 from unet.io.atomic import load_npy
 from unet.io.brats import BratsError, find_patients, ingest_brats
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_image, load_label, save_nifti
+from unet.io.images import load_image, load_label
+from unet.io.nifti import save_nifti
 from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.plan import Plan

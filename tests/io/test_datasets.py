@@ -236,7 +236,7 @@ def test_dataset_ok_records_what_the_checked_dataset_holds(tmp_path: Path) -> No
         "task": "demo", "path": str(tmp_path / "demo"), "modalities": ["FLAIR", "T1gd"],
         "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumour", "3": "enhancing tumour"},
         "regions": {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]},
-        "training_cases": 2, "test_cases": 1}
+        "file_ending": ".nii.gz", "training_cases": 2, "test_cases": 1}
 
 
 def test_dataset_ok_records_the_ingest(tmp_path: Path) -> None:

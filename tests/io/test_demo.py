@@ -6,7 +6,7 @@ import pytest
 
 from unet.io.demo import LABELS, MODALITIES, REGIONS, case_ids, generate_demo, synthesize_case
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_image, load_label, voxel_spacing
+from unet.io.images import load_image, load_label, voxel_spacing
 
 
 @pytest.fixture(scope="module")

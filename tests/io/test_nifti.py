@@ -2,7 +2,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet.io.nifti import ImageReadError, load_image, load_label, save_nifti, voxel_spacing
+from unet.io.images import ImageReadError, load_image, load_label, voxel_spacing
+from unet.io.nifti import save_nifti
 
 
 def lps_affine(spacing=(0.8, 1.0, 2.5)):

@@ -5,7 +5,8 @@ import pytest
 
 from unet.io.demo import generate_demo
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_image, load_label, save_nifti, voxel_spacing
+from unet.io.images import load_image, load_label, voxel_spacing
+from unet.io.nifti import save_nifti
 from unet.io.orientation import Reorientation
 from unet.preprocessing.fingerprint import SAMPLES_PER_CASE, compute_fingerprint, write_fingerprint
 

@@ -9,7 +9,8 @@ import pytest
 from unet.io.atomic import load_npy
 from unet.io.demo import MODALITIES, synthesize_case
 from unet.io.msd import Case, load_dataset, write_dataset_json
-from unet.io.nifti import ImageReadError, load_label, save_nifti
+from unet.io.images import ImageReadError, load_label
+from unet.io.nifti import save_nifti
 from unet.preprocessing.cropping import paste
 from unet.preprocessing.fingerprint import compute_fingerprint
 from unet.preprocessing.geometry import CaseGeometry

@@ -32,15 +32,13 @@ from unet.evaluation.metrics import check_empty, confusion, dice_from_counts, io
 from unet.io.atomic import atomic_path
 from unet.io.labels import ignore_value
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_label, voxel_spacing
+from unet.io.images import NIFTI, load_label, voxel_spacing
 from unet.preprocessing.plan import Plan
 
 COLUMNS = ["case", "fold", "label", "label_value", "dice", "iou", "hd95", "hd", "asd",
            "ref_volume_ml", "pred_volume_ml", "tp", "fp", "fn", "ref_voxels", "pred_voxels"]
 FLOAT_COLUMNS = ["dice", "iou", "hd95", "hd", "asd", "ref_volume_ml", "pred_volume_ml"]
 COUNT_COLUMNS = ["fold", "tp", "fp", "fn", "ref_voxels", "pred_voxels"]
-
-NIFTI_SUFFIX = ".nii.gz"
 
 
 @dataclass(frozen=True)
@@ -136,10 +134,6 @@ def evaluate_case(case_id: str, pred: np.ndarray, ref: np.ndarray, labels: Mappi
     return rows
 
 
-def _case_id(path: Path) -> str:
-    return path.name[: -len(NIFTI_SUFFIX)]
-
-
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     """The tidy table of `rows`, with `COLUMNS` in order and their dtypes."""
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -153,8 +147,10 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 
 def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | os.PathLike],
                     labels: Mapping[int, str], regions: Sequence[Region] = (),
-                    fold: int = 0, empty: str = "nan", expected: Sequence[str] | None = None) -> pd.DataFrame:
-    """Evaluate every `{case}.nii.gz` in `pred_dir` against `ref_paths[case]`.
+                    fold: int = 0, empty: str = "nan", expected: Sequence[str] | None = None,
+                    ending: str = NIFTI) -> pd.DataFrame:
+    """Evaluate every `{case}{ending}` in `pred_dir` (the dataset's file_ending) against
+    `ref_paths[case]`.
 
     `expected` (the fold's validation cases): a missing or extra prediction is an error naming
     the cases, never a mean over fewer cases.
@@ -168,9 +164,9 @@ def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | o
 
     check_empty(empty)
     pred_dir = Path(pred_dir)
-    pred_files = sorted(p for p in pred_dir.glob(f"*{NIFTI_SUFFIX}") if not p.name.startswith("."))
+    pred_files = sorted(p for p in pred_dir.glob(f"*{ending}") if not p.name.startswith("."))
     if expected is not None:
-        found = {_case_id(p) for p in pred_files}
+        found = {p.name[: -len(ending)] for p in pred_files}
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
         if missing or extra:
             raise ValueError(f"{pred_dir}: the predictions do not match fold {fold}'s validation cases: "
@@ -179,10 +175,10 @@ def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | o
                              + ". Rerun the fold's predict rule (--forcerun predict).")
     rows: list[dict] = []
     for pred_path in tqdm(pred_files, desc=f"evaluate fold {fold}", unit="case"):
-        case_id = _case_id(pred_path)
-        if case_id not in ref_paths:
-            raise ValueError(f"{pred_path}: no reference label for case {case_id!r}")
-        ref_path = Path(ref_paths[case_id])
+        case = pred_path.name[: -len(ending)]
+        if case not in ref_paths:
+            raise ValueError(f"{pred_path}: no reference label for case {case!r}")
+        ref_path = Path(ref_paths[case])
         pred, pred_affine = load_label(pred_path)
         ref, ref_affine = load_label(ref_path)
         if pred.shape != ref.shape:
@@ -193,7 +189,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, ref_paths: Mapping[str, str | o
             warnings.warn(f"voxel spacing differs: prediction {pred_path} "
                           f"{voxel_spacing(pred_affine).tolist()}, reference {ref_path} "
                           f"{spacing.tolist()}; distances use the reference's", stacklevel=2)
-        for row in evaluate_case(case_id, pred, ref, labels, regions, spacing, empty):
+        for row in evaluate_case(case, pred, ref, labels, regions, spacing, empty):
             row["fold"] = int(fold)
             rows.append(row)
     return to_frame(rows)
@@ -216,6 +212,7 @@ def evaluate_fold(predictions: str | os.PathLike, splits: str | os.PathLike, fol
     scored = evaluation_regions(regions, dataset.regions)
     print(f"regions: {[(r.name, r.labels) for r in scored]}; empty structures: {empty}")
     table = evaluate_folder(predictions, {c.id: c.label for c in dataset.training}, Plan.load(plans).labels,
-                            scored, fold=fold, empty=empty, expected=load_fold(splits, fold)["val"])
+                            scored, fold=fold, empty=empty, expected=load_fold(splits, fold)["val"],
+                            ending=dataset.file_ending)
     write_table(table, out)
     return table

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from unet.io.atomic import atomic_path
-from unet.io.nifti import load_image, load_label, voxel_spacing
+from unet.io.images import load_image, load_label, voxel_spacing
 from unet.io.orientation import Reorientation
 
 AXIAL = 2  # the S axis of RAS

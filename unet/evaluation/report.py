@@ -10,7 +10,6 @@ from typing import Sequence
 
 import pandas as pd
 
-from unet.evaluation.evaluate import NIFTI_SUFFIX
 from unet.evaluation.mosaic import worst_case_mosaic
 from unet.evaluation.plots import plot_metric
 from unet.evaluation.postprocessing import postprocessing_table
@@ -41,7 +40,7 @@ def write_report(tables: Sequence[str | os.PathLike], predictions: Sequence[str 
     plot_metric(cases, "hd95", hd95_png)
 
     dataset = load_dataset(data_dir)
-    files = {(case.id, int(fold)): Path(folder) / f"{case.id}{NIFTI_SUFFIX}"
+    files = {(case.id, int(fold)): Path(folder) / f"{case.id}{dataset.file_ending}"
              for fold, folder in zip(folds, predictions) for case in dataset.training}
     worst = worst_case_mosaic(cases, {c.id: c.image for c in dataset.training},
                               {c.id: c.label for c in dataset.training}, files,

@@ -1,20 +1,21 @@
-"""Predicting preprocessed cases with one or several trained models, written as raw-grid NIfTI;
-the workflow's two prediction rules (`predict_fold`, `predict_test_set`) at the end."""
+"""Predicting preprocessed cases with one or several trained models, written in the raw grid (as
+NIfTI, or in the dataset's or input's own format: `unet.io.images`); the workflow's two
+prediction rules (`predict_fold`, `predict_test_set`) at the end."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from unet.config import settings_from
 from unet.data.splits import load_fold
-from unet.io.atomic import atomic_path, load_npy
-from unet.io.nifti import save_nifti
+from unet.io.atomic import atomic_path, load_npy, read_json
+from unet.io.images import NIFTI, image_path, save_image
 from unet.inference.regions import (Regions, check_regions, region_membership, region_order,
                                     regions_from_setting)
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
@@ -34,7 +35,7 @@ class PredictSettings:
     blend: str = "gaussian"
     tta: bool = False
     batch_size: int = 2
-    save_probabilities: bool = False   # also write {case}.npz beside each {case}.nii.gz
+    save_probabilities: bool = False   # also write {case}.npz beside each {case}.nii.gz (or other)
     # From the plan, not config: where the preprocessed image is zero in every channel (outside the
     # non-zero mask that z-scoring used), predict background. Training saw that region only as
     # background, but the zero slabs at the poles of a cropped volume can still fool the network.
@@ -126,9 +127,10 @@ def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values
 
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
                       out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                      settings: PredictSettings) -> list[Path]:
-    """Write {out_dir}/{case}.nii.gz per case (the raw image's shape and affine, dataset label
-    values) and, with `settings.save_probabilities`, {out_dir}/{case}.npz (see
+                      settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
+    """Write {out_dir}/{case}{ending} per case (the raw image's shape and affine, dataset label
+    values; `ending` is a format of `unet.io.images`, one for all cases or one per case id) and,
+    with `settings.save_probabilities`, {out_dir}/{case}.npz (see
     `unet.inference.restore.probabilities_from_cropped`). With `settings.regions` the predictor's
     channels are region probabilities, turned into labels by `unet.inference.regions`."""
     regions = settings.regions
@@ -146,8 +148,10 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
             save_probabilities(Path(out_dir) / f"{cid}.npz",
                                probabilities_from_cropped(cropped, geometry, regions=regions is not None),
                                label_values, regions)
-        path = Path(out_dir) / f"{cid}.nii.gz"
-        save_nifti(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine)
+        case_ending = ending if isinstance(ending, str) else ending[cid]
+        path = image_path(out_dir, cid, case_ending)
+        save_image(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine,
+                   ending=case_ending)
         written.append(path)
     return written
 
@@ -186,7 +190,7 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
 
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                  settings: PredictSettings) -> list[Path]:
+                  settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
     """`write_predictions` with the saved Keras models at `model_paths`.
 
     With several models (folds), their probabilities are averaged before the argmax (or, with
@@ -196,7 +200,7 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
     for path, model in zip(model_paths, models):
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
-    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings)
+    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending)
 
 
 # -- The workflow's rules -------------------------------------------------------------------------
@@ -210,8 +214,10 @@ def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_
     plan = Plan.load(plans)
     settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
     cases = load_fold(splits, fold)["val"]
+    # The dataset's format (validate records dataset.json's file_ending; NIfTI before it did).
+    ending = read_json(dataset_ok).get("file_ending", NIFTI)
     return predict_cases([model], preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
-                         plan.patch_size, plan.label_values, settings)
+                         plan.patch_size, plan.label_values, settings, ending)
 
 
 def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path, *,
@@ -219,6 +225,6 @@ def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir
     """Rule `ensemble`: the dataset's test images (imagesTs), probabilities averaged over `models`."""
     plan = Plan.load(plans)
     settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
-    cases = load_dataset(data_dir).test
-    return predict_cases(list(models), raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
-                         plan.label_values, settings)
+    dataset = load_dataset(data_dir)
+    return predict_cases(list(models), raw_inputs(dataset.test, plan), len(dataset.test), out_dir,
+                         plan.patch_size, plan.label_values, settings, dataset.file_ending)

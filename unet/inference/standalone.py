@@ -1,9 +1,12 @@
 """Predicting a folder of new images with the models of a finished run (`python -m unet predict`).
 
 The run's folder supplies everything: `plans.json` (preprocessing, patch size, labels) and
-`fold_{k}/model.keras`. Images follow the MSD channel layout: one NIfTI per case, 4D with the
-channels last, or 3D for a single channel. Inputs are checked (folder, models, channel counts)
-before any model is loaded, so a wrong call fails in a second with a message naming what to fix.
+`fold_{k}/model.keras`. Images follow the MSD channel layout: one file per case (NIfTI, NRRD or
+MetaImage: `unet.io.images`) with the channels last or as vector components, or 3D for a single
+channel; a subfolder holding a DICOM series is one case too, named after the folder. Each
+segmentation is written in its image's own format and grid. Inputs are checked (folder, models,
+channel counts) before any model is loaded, so a wrong call fails in a second with a message
+naming what to fix.
 """
 
 from __future__ import annotations
@@ -13,31 +16,42 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
-
 from unet.inference.predict import InputError, PredictSettings, predict_cases, raw_inputs
+from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_shape
 from unet.io.msd import Case, case_id
 from unet.preprocessing.plan import Plan
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii")
 _FOLD_DIR = re.compile(r"fold_(\d+)")
 
 
 def image_cases(in_dir: str | Path) -> list[Case]:
-    """One case per NIfTI file in `in_dir`, sorted by case id."""
+    """One case per image file in `in_dir` and per subfolder holding a DICOM series, sorted by
+    case id. Other files and folders are left alone."""
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise InputError(f"{in_dir}: input folder does not exist")
-    paths = [p for p in in_dir.iterdir()
-             if p.is_file() and p.name.endswith(IMAGE_SUFFIXES) and not p.name.startswith(".")]
+    paths = [p for p in in_dir.iterdir() if not p.name.startswith(".")
+             and (file_ending(p) is not None if p.is_file() else _holds_dicom(p))]
     if not paths:
-        raise InputError(f"{in_dir}: no NIfTI images (*.nii.gz, *.nii) in the input folder")
+        raise InputError(f"{in_dir}: no images in the input folder (files ending "
+                         f"{', '.join(FILE_ENDINGS)}, or subfolders holding a DICOM series)")
     cases = sorted((Case(case_id(p), p) for p in paths), key=lambda c: c.id)
     ids = [c.id for c in cases]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
-        raise InputError(f"{in_dir}: cases {duplicated} exist as both .nii and .nii.gz; keep one")
+        names = sorted(c.image.name for c in cases if c.id in duplicated)
+        raise InputError(f"{in_dir}: cases {duplicated} exist more than once ({', '.join(names)}); "
+                         f"keep one image per case")
     return cases
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """A subfolder is a case if it holds .dcm files or a DICOM series (files without ending)."""
+    if any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
+        return True
+    import SimpleITK as sitk  # only for folders: a folder of plain files costs nothing
+
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def model_paths(results_dir: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
@@ -68,11 +82,8 @@ def load_plan(results_dir: str | Path) -> Plan:
 
 
 def image_channels(path: Path) -> int:
-    """Channel count from the NIfTI header (the voxels are not read)."""
-    try:
-        shape = nib.load(str(path)).shape
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputError(f"{path}: cannot read NIfTI header ({exc})") from exc
+    """Channel count from the image's header (the voxels are not read)."""
+    shape = image_shape(path)
     if len(shape) == 3:
         return 1
     if len(shape) == 4:
@@ -94,7 +105,8 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, results_dir: str | P
                    folds: Sequence[int] | None = None,
                    settings: PredictSettings = PredictSettings()) -> list[Path]:
     """Segment every image in `in_dir` with the fold models of `results_dir`, averaged, and write
-    {out_dir}/{case}.nii.gz (plus {case}.npz with `settings.save_probabilities`)."""
+    {out_dir}/{case}{its image's ending} (a folder {case} for a DICOM series; plus {case}.npz with
+    `settings.save_probabilities`)."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = image_cases(in_dir)
     if out_dir.resolve() == in_dir.resolve():
@@ -105,4 +117,4 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, results_dir: str | P
     check_channels(cases, plan, Path(results_dir) / "plans.json")
     settings = replace(settings, background_outside_mask=plan.nonzero_mask)  # as the workflow does
     return predict_cases(models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
-                         plan.label_values, settings)
+                         plan.label_values, settings, {c.id: image_ending(c.image) for c in cases})

@@ -203,6 +203,8 @@ def write_dataset_ok(task: str, data_dir: str | os.PathLike, out: str | os.PathL
         "labels": {str(k): v for k, v in dataset.labels.items()},
         # Read by train/predict for `train.regions: dataset` (unet.inference.regions).
         "regions": {name: list(values) for name, values in dataset.regions.items()},
+        # Read by predict: the fold's predictions are written in the dataset's format.
+        "file_ending": dataset.file_ending,
         "training_cases": len(dataset.training), "test_cases": len(dataset.test),
         **({"ingest": dict(ingest)} if ingest else {}),
     })

@@ -5,6 +5,8 @@
 Images are 4D (X, Y, Z, channel) or 3D for one channel. `dataset.json` names the channels
 ("modality", or nnU-Net v2's "channel_names") and the labels ({"value": "name"}); an optional
 "regions" key names label sets scored as one structure ({"whole tumour": [1, 2, 3], ...}).
+nnU-Net v2's optional "file_ending" (".nrrd", ".mha", ...: `unet.io.images.FILE_ENDINGS`) says
+which format every listed file has, and which predictions get; without it, NIfTI (".nii.gz").
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from unet.io.images import FILE_ENDINGS, NIFTI, NIFTI_ENDINGS, file_ending, strip_ending
 
 
 class DatasetError(ValueError):
@@ -36,6 +40,8 @@ class Dataset:
     test: tuple[Case, ...]
     # region name -> label values (optional dataset.json key "regions"), e.g. BraTS whole tumour
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Format of the images and labels, and of the predictions written for them.
+    file_ending: str = NIFTI
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -49,11 +55,8 @@ class Dataset:
 
 
 def case_id(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+    """'./imagesTr/la_003.nii.gz' -> 'la_003' (any supported image ending)."""
+    return strip_ending(path)
 
 
 def _resolve(root: Path, relative: str) -> Path:
@@ -88,11 +91,12 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     training = _training(root, meta["training"], problems) if meta.get("training") is not None \
         else ()
     test = _test(root, meta.get("test", []), problems)
+    ending = _file_ending(meta.get("file_ending"), training + test, problems)
     if problems:
         raise DatasetError(f"{meta_path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return Dataset(root=root, name=str(meta.get("name", root.name)), modalities=modalities,
                    labels=labels, training=_sorted(training), test=_sorted(test),
-                   regions=_regions(meta_path, meta.get("regions"), labels))
+                   regions=_regions(meta_path, meta.get("regions"), labels), file_ending=ending)
 
 
 def _modalities(channels, problems: list[str]) -> tuple[str, ...]:
@@ -147,6 +151,25 @@ def _test(root: Path, items, problems: list[str]) -> tuple[Case, ...]:
     return tuple(Case(case_id(item), _resolve(root, item)) for item in items)
 
 
+def _file_ending(declared, cases: tuple[Case, ...], problems: list[str]) -> str:
+    """The declared "file_ending", which every listed file must have. MSD datasets declare none:
+    their files are NIfTI, .nii.gz or .nii."""
+    if declared is not None and declared not in FILE_ENDINGS:
+        problems.append(f"'file_ending' is {declared!r}; supported: {', '.join(FILE_ENDINGS)}")
+        return NIFTI
+    allowed = NIFTI_ENDINGS if declared is None else (declared,)
+    for path in (p for case in cases for p in (case.image, case.label) if p is not None):
+        ending = file_ending(path)
+        if ending in allowed:
+            continue
+        if declared is None:
+            problems.append(f"{path}: not a NIfTI file; dataset.json declares another format with "
+                            f"nnU-Net v2's key, e.g. \"file_ending\": \"{ending or '.nrrd'}\"")
+        else:
+            problems.append(f"{path}: listed, but 'file_ending' is {declared!r}")
+    return declared or NIFTI
+
+
 def _regions(meta_path: Path, regions, labels: dict[int, str]) -> dict[str, tuple[int, ...]]:
     """The optional "regions" key: {name: [label value, ...]} of declared foreground labels."""
     if regions is None:
@@ -177,8 +200,9 @@ def _sorted(cases: tuple[Case, ...]) -> tuple[Case, ...]:
 
 def write_dataset_json(root: str | os.PathLike, name: str, modalities: list[str],
                        labels: dict[int, str], training: list[str], test: list[str],
-                       extra: dict | None = None) -> None:
-    """Write an MSD `dataset.json` for case ids whose files sit in imagesTr/labelsTr/imagesTs.
+                       extra: dict | None = None, file_ending: str = NIFTI) -> None:
+    """Write an MSD `dataset.json` for case ids whose files sit in imagesTr/labelsTr/imagesTs as
+    `{case}{file_ending}` ("file_ending" is recorded unless it is NIfTI's).
 
     `extra` keys (e.g. "regions") are written after "labels".
     """
@@ -190,9 +214,10 @@ def write_dataset_json(root: str | os.PathLike, name: str, modalities: list[str]
         "modality": {str(i): m for i, m in enumerate(modalities)},
         "labels": {str(k): v for k, v in sorted(labels.items())},
         **(extra or {}),
+        **({"file_ending": file_ending} if file_ending != NIFTI else {}),
         "numTraining": len(training),
         "numTest": len(test),
-        "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+        "training": [{"image": f"./imagesTr/{c}{file_ending}", "label": f"./labelsTr/{c}{file_ending}"}
                      for c in training],
-        "test": [f"./imagesTs/{c}.nii.gz" for c in test],
+        "test": [f"./imagesTs/{c}{file_ending}" for c in test],
     })

@@ -1,7 +1,6 @@
-"""NIfTI reading and writing with nibabel.
+"""NIfTI reading and writing with nibabel: the `unet.io.images` back end for .nii.gz and .nii.
 
-Images are returned channels-last, (X, Y, Z, C), in the file's own voxel order;
-reorientation is `unet.io.orientation`'s job.
+Arrays are returned as stored, (X, Y, Z) or (X, Y, Z, C), with the file's affine.
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ import nibabel as nib
 import numpy as np
 
 from unet.io.atomic import atomic_path
+from unet.io.images import ImageReadError
 
 
-class ImageReadError(ValueError):
-    """A NIfTI file that cannot be read or does not have the expected shape."""
-
-
-def _load(path: str | os.PathLike, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+def read_nifti(path: str | os.PathLike, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """(voxel array, affine 4x4). The data is read (and decompressed) once, inside the error
     handling, so a truncated file fails here with the file named."""
     try:
@@ -30,32 +26,12 @@ def _load(path: str | os.PathLike, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     return data, img.affine.astype(np.float64)
 
 
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Return (array (X, Y, Z, C) float32, affine 4x4) of a 3D or 4D (MSD multi-channel) image."""
-    data, affine = _load(path, np.float32)
-    if data.ndim == 3:
-        data = data[..., None]
-    if data.ndim != 4:
-        raise ImageReadError(f"{path}: expected a 3D or 4D image, got shape {data.shape}")
-    return data, affine
-
-
-def load_label(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Return (array (X, Y, Z) of integer label values, affine 4x4)."""
-    data, affine = _load(path)
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ImageReadError(f"{path}: expected a 3D label map, got shape {data.shape}")
-    rounded = np.rint(data)
-    if not np.array_equal(rounded, data):
-        raise ImageReadError(f"{path}: label map holds non-integer values")
-    return rounded.astype(np.int16), affine
-
-
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Voxel size along each array axis, from the affine's column norms."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+def nifti_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The array shape from the header (the voxels are not read)."""
+    try:
+        return tuple(int(n) for n in nib.load(str(path)).shape)
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise ImageReadError(f"{path}: cannot read NIfTI header ({exc})") from exc
 
 
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray,

@@ -2,7 +2,7 @@
 
 `load_dataset` has already checked dataset.json itself; here its "ignore" label, if any, must be
 the highest value (nnU-Net v2's sparse annotation), and every file it lists is read once, in
-parallel over cases: missing or unreadable NIfTI files, images whose channels differ from
+parallel over cases: missing or unreadable image files (any format of `unet.io.images`), images whose channels differ from
 dataset.json's 'modality', labels off their image's grid, NaN or infinite image voxels, label
 values that are not whole numbers or not declared in 'labels'. Each check is a function that
 returns a list of problem strings (each naming its file), so they compose and test alone;
@@ -17,13 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
 from unet.io.labels import ignore_problems
 from unet.io.msd import Case, Dataset, DatasetError
-from unet.io.nifti import voxel_spacing
+from unet.io.images import ImageReadError, read_image, voxel_spacing
 
 # Largest difference (mm, per affine entry) between a label's affine and its image's that is
 # still the same grid: NIfTI stores the sform as float32, and tools round it differently.
@@ -108,11 +107,9 @@ def _read(path) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[str]]:
     if not path.is_file():
         return None, [f"{path}: listed in dataset.json but does not exist"]
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)  # decompresses all of it: a truncated file fails here
-    except Exception as exc:  # nibabel and gzip raise several types for broken files
-        return None, [f"{path}: cannot read NIfTI image ({type(exc).__name__}: {exc})"]
-    return (data, np.asarray(img.affine, dtype=np.float64)), []
+        return read_image(path), []  # reads all voxels: a truncated file fails here
+    except ImageReadError as exc:
+        return None, [str(exc)]
 
 
 def image_problems(path, data: np.ndarray, affine: np.ndarray, expected: Expected) -> list[str]:

@@ -8,7 +8,7 @@ import nibabel.orientations as nio
 import numpy as np
 
 from unet.io.msd import Case
-from unet.io.nifti import ImageReadError, load_image, load_label, voxel_spacing
+from unet.io.images import ImageReadError, load_image, load_label, voxel_spacing
 from unet.io.orientation import Reorientation
 
 
