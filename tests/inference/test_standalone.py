@@ -50,6 +50,35 @@ def test_images_are_the_nifti_files(images, preprocessed_demo):
     assert all(c.image.parent == images and c.label is None for c in cases)
 
 
+def test_images_of_every_format_and_dicom_subfolders_are_cases(tmp_path):
+    from unet.io.images import DICOM_SERIES, save_image
+
+    folder = tmp_path / "in"
+    labels = np.zeros((4, 5, 3), np.int16)
+    for name in ("a.nrrd", "b.mha", "c.mhd", "d.nii", "e.nhdr"):
+        save_image(folder / name, labels, np.eye(4))
+    save_image(folder / "series_f", labels, np.eye(4), ending=DICOM_SERIES)
+    save_image(folder / "noext_g", labels, np.eye(4), ending=DICOM_SERIES)
+    for path in (folder / "noext_g").iterdir():  # DICOM files often have no ending at all
+        path.rename(path.with_suffix(""))
+    (folder / "notes").mkdir()  # a folder without DICOM files is left alone, as notes.txt is
+    (folder / "notes" / "readme.txt").write_text("")
+    (folder / "notes.txt").write_text("")
+    cases = image_cases(folder)
+    assert [(c.id, c.image.name) for c in cases] == [
+        ("a", "a.nrrd"), ("b", "b.mha"), ("c", "c.mhd"), ("d", "d.nii"), ("e", "e.nhdr"),
+        ("noext_g", "noext_g"), ("series_f", "series_f")]
+
+
+def test_a_case_given_twice_is_an_error(tmp_path):
+    from unet.io.images import save_image
+
+    for name in ("a.nii.gz", "a.nrrd", "b.nii.gz"):
+        save_image(tmp_path / name, np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    with pytest.raises(InputError, match=r"cases \['a'\] exist more than once \(a.nii.gz, a.nrrd\)"):
+        image_cases(tmp_path)
+
+
 def _error(in_dir, out_dir, results, folds=None) -> str:
     with pytest.raises(InputError) as error:
         predict_folder(in_dir, out_dir, results, folds)

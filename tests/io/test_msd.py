@@ -106,3 +106,31 @@ def test_case_id_strips_nifti_extensions():
     assert case_id("/a/b/BRATS_001.nii.gz") == "BRATS_001"
     assert case_id("x/la_003.nii") == "la_003"
     assert case_id("weird.name.nii.gz") == "weird.name"
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mha", ".mhd"])
+def test_file_ending_says_the_format(tmp_path, ending):
+    root = generate_demo(tmp_path / "ds", n_train=2, n_test=1, file_ending=ending)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["file_ending"] == ending
+    ds = load_dataset(root)
+    assert ds.file_ending == ending
+    assert [c.id for c in ds.training + ds.test] == ["DEMO_000", "DEMO_001", "DEMO_002"]
+    assert all(c.image.name == f"{c.id}{ending}" and c.image.is_file() for c in ds.training + ds.test)
+    assert load_dataset(generate_demo(tmp_path / "nifti", n_train=1, n_test=0)).file_ending == ".nii.gz"
+
+
+def test_listed_files_must_have_the_declared_ending(tmp_path):
+    training = [{"image": "./imagesTr/a.nrrd", "label": "./labelsTr/a.nrrd"},
+                {"image": "./imagesTr/b.mha", "label": "./labelsTr/b.nrrd"}]
+    common = {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "organ"}}
+    root = write_meta(tmp_path / "declared", **common, file_ending=".nrrd", training=training)
+    with pytest.raises(DatasetError, match=r"1 problem\(s\)") as error:
+        load_dataset(root)
+    assert "b.mha: listed, but 'file_ending' is '.nrrd'" in str(error.value)
+    root = write_meta(tmp_path / "undeclared", **common, training=training[:1])
+    with pytest.raises(DatasetError, match='a.nrrd: not a NIfTI file; .* "file_ending": ".nrrd"'):
+        load_dataset(root)
+    root = write_meta(tmp_path / "unknown", **common, file_ending=".png", training=training[:1])
+    with pytest.raises(DatasetError, match=r"'file_ending' is '.png'; supported: .nii.gz, .nii, .nrrd"):
+        load_dataset(root)

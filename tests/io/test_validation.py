@@ -14,6 +14,7 @@ import pytest
 
 from unet.io.datasets import prepare_dataset
 from unet.io.demo import generate_demo
+from unet.io.images import read_image, save_image
 from unet.io.msd import DatasetError, load_dataset
 from unet.io.nifti import save_nifti
 from unet.io.validation import (Expected, dataset_problems, grid_problems, label_problems,
@@ -146,6 +147,23 @@ def test_file_that_is_not_nifti_is_named(root: Path) -> None:
     [problem] = problems_of(root)
 
     assert problem.startswith(f"{path}: cannot read NIfTI image")
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mhd"])
+def test_a_dataset_in_another_format_is_read_and_checked_alike(tmp_path: Path, ending: str) -> None:
+    root = generate_demo(tmp_path / "MyTask", n_train=3, n_test=1, seed=0, file_ending=ending)
+    assert problems_of(root) == []
+    bad_label, bad_image = root / "labelsTr" / f"DEMO_001{ending}", root / "imagesTr" / f"DEMO_002{ending}"
+    data, affine = read_image(bad_label)
+    save_image(bad_label, data, affine + np.diag([0, 0, 0.1, 0]))
+    data_file = bad_image.with_suffix(".zraw") if ending == ".mhd" else bad_image
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+
+    problems = problems_of(root)
+
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{bad_label.resolve()}: affine differs from its image's")
+    assert problems[1].startswith(f"{bad_image.resolve()}: cannot read image")
 
 
 def test_label_shape_mismatch_is_named(root: Path) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import nibabel.orientations as nio
 import numpy as np
 
+from unet.io.images import NIFTI, save_image
 from unet.io.msd import write_dataset_json
-from unet.io.nifti import save_nifti
 
 MODALITIES = ["FLAIR", "T1gd"]
 LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
@@ -90,17 +90,19 @@ def _reorient(image, label, affine_ras, axcodes):
             nio.apply_orientation(label, transform).astype(np.uint8), new_affine)
 
 
-def generate_demo(root: str | Path, n_train: int = 12, n_test: int = 2, seed: int = 0) -> Path:
-    """Write the demo dataset in MSD layout under `root`; dataset.json is written last."""
+def generate_demo(root: str | Path, n_train: int = 12, n_test: int = 2, seed: int = 0,
+                  file_ending: str = NIFTI) -> Path:
+    """Write the demo dataset in MSD layout under `root`, its files in the format of `file_ending`
+    (`unet.io.images.FILE_ENDINGS`, recorded in dataset.json); dataset.json is written last."""
     root = Path(root)
     train_ids, test_ids = case_ids(n_train, n_test)
     for index, cid in enumerate(train_ids + test_ids):
         image, label, affine = synthesize_case(index, seed)
         if cid in train_ids:
-            save_nifti(root / "imagesTr" / f"{cid}.nii.gz", image, affine)
-            save_nifti(root / "labelsTr" / f"{cid}.nii.gz", label, affine)
+            save_image(root / "imagesTr" / f"{cid}{file_ending}", image, affine)
+            save_image(root / "labelsTr" / f"{cid}{file_ending}", label, affine)
         else:
-            save_nifti(root / "imagesTs" / f"{cid}.nii.gz", image, affine)
+            save_image(root / "imagesTs" / f"{cid}{file_ending}", image, affine)
     write_dataset_json(root, "demo", MODALITIES, LABELS, train_ids, test_ids,
-                       extra={"regions": REGIONS})
+                       extra={"regions": REGIONS}, file_ending=file_ending)
     return root
