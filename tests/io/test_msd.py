@@ -134,3 +134,11 @@ def test_listed_files_must_have_the_declared_ending(tmp_path):
     root = write_meta(tmp_path / "unknown", **common, file_ending=".png", training=training[:1])
     with pytest.raises(DatasetError, match=r"'file_ending' is '.png'; supported: .nii.gz, .nii, .nrrd"):
         load_dataset(root)
+
+
+def test_nnunet_v2_raw_layout_is_named_as_unsupported(tmp_path):
+    root = write_meta(tmp_path / "v2", channel_names={"0": "CT"}, labels={"background": 0, "organ": 1},
+                      numTraining=1, file_ending=".nrrd")
+    with pytest.raises(DatasetError, match="required key 'training' is missing") as error:
+        load_dataset(root)
+    assert "nnU-Net v2's raw layout" in str(error.value)

@@ -86,6 +86,10 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     missing = [key for key, value in (("modality", channels), ("labels", meta.get("labels")),
                                       ("training", meta.get("training"))) if value is None]
     problems += [f"required key {key!r} is missing" for key in missing]
+    if "training" in missing and "file_ending" in meta:
+        problems.append("nnU-Net v2's raw layout (cases found by file name, one file per channel) is "
+                        "not read: list the cases under 'training', one file per image with its "
+                        "channels in it")
     modalities = _modalities(channels, problems) if channels is not None else ()
     labels = _labels(meta["labels"], problems) if meta.get("labels") is not None else {}
     training = _training(root, meta["training"], problems) if meta.get("training") is not None \
