@@ -3,6 +3,7 @@ oblique grid with non-uniform spacing, and the errors for folders that are not o
 
 from __future__ import annotations
 
+import locale
 import shutil
 
 import numpy as np
@@ -31,7 +32,10 @@ def volume() -> np.ndarray:
 
 
 def test_a_series_round_trips_voxels_and_an_oblique_grid(tmp_path):
+    before = locale.setlocale(locale.LC_ALL, None)
     save_image(tmp_path / "case", volume(), oblique_affine(), ending=DICOM_SERIES)
+    # GDCM's writer switches the process to the "C" locale (Python's text files become ASCII).
+    assert locale.setlocale(locale.LC_ALL, None) == before
     files = sorted(p.name for p in (tmp_path / "case").iterdir())
     assert files == [f"{k:04d}.dcm" for k in range(1, 7)]  # one file per slice
     assert image_ending(tmp_path / "case") == DICOM_SERIES

@@ -10,11 +10,14 @@ characters, so a written grid reads back to within about 1e-12 mm, not bit for b
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -78,10 +81,9 @@ def write_series(folder: str | os.PathLike, array: np.ndarray, affine: np.ndarra
     if np.linalg.det(direction) <= 0:
         raise ValueError(f"{folder}: DICOM slices stack along the normal of their rows and columns; "
                          f"this grid's third axis points the other way (a left-handed affine)")
-    uid = lambda: f"2.25.{uuid.uuid4().int}"  # noqa: E731  (a UUID-derived UID, DICOM PS3.5 B.2)
     series = {
         "0008|0008": "DERIVED\\SECONDARY", "0008|0060": "OT", "0008|103e": "segmentation (unet)",
-        "0020|000d": uid(), "0020|000e": uid(), "0020|0052": uid(), "0020|0011": "1",
+        "0020|000d": _new_uid(), "0020|000e": _new_uid(), "0020|0052": _new_uid(), "0020|0011": "1",
         "0020|0037": _ds(direction[:, 0].tolist() + direction[:, 1].tolist()),
         "0018|0050": _ds([image.GetSpacing()[2]]),
     }
@@ -90,20 +92,43 @@ def write_series(folder: str | os.PathLike, array: np.ndarray, affine: np.ndarra
     try:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()  # the UIDs set below, not new ones per slice
-        for k in range(image.GetDepth()):
-            slice_ = image[:, :, k]
-            for tag, value in series.items():
-                slice_.SetMetaData(tag, value)
-            slice_.SetMetaData("0020|0013", str(k + 1))  # instance number
-            slice_.SetMetaData("0020|0032", _ds(image.TransformIndexToPhysicalPoint((0, 0, k))))
-            writer.SetFileName(str(staging / f"{k + 1:04d}.dcm"))
-            writer.Execute(slice_)
+        with _locale_kept():
+            _write_slices(writer, image, series, staging)
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder normal permissions
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_slices(writer: sitk.ImageFileWriter, image: sitk.Image, series: dict[str, str],
+                  staging: Path) -> None:
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        for tag, value in series.items():
+            slice_.SetMetaData(tag, value)
+        slice_.SetMetaData("0020|0013", str(k + 1))  # instance number
+        slice_.SetMetaData("0020|0032", _ds(image.TransformIndexToPhysicalPoint((0, 0, k))))
+        writer.SetFileName(str(staging / f"{k + 1:04d}.dcm"))
+        writer.Execute(slice_)
+
+
+def _new_uid() -> str:
+    """A UID derived from a random UUID (DICOM PS3.5 B.2): no organisation root needed."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+@contextlib.contextmanager
+def _locale_kept() -> Iterator[None]:
+    """GDCM's writer leaves the process in the "C" locale (seen with SimpleITK 2.5), which turns
+    Python's default text encoding into ASCII: put back whatever was set before."""
+    before = locale.setlocale(locale.LC_ALL, None)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL, None) != before:
+            locale.setlocale(locale.LC_ALL, before)
 
 
 def _integer_voxels(folder: Path, array: np.ndarray) -> np.ndarray:
