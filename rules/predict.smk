@@ -1,6 +1,7 @@
 # `predict`: the validation cases of one fold (not `all`: it has none); `ensemble`: the test images,
 # averaged over every trained model (`all` included).
-# Both write {case}.nii.gz, and {case}.npz (probabilities) with predict.save_probabilities.
+# Both write {case}.nii.gz (or the dataset's file_ending), and {case}.npz (probabilities) with
+# predict.save_probabilities.
 # `predict.batch_size` changes no result: it is read from config, not params.
 from unet.config import result_settings
 

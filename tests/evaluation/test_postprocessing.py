@@ -8,7 +8,8 @@ import pytest
 from unet.evaluation.cv import case_dice, scoring_classes
 from unet.evaluation.postprocessing import determine_postprocessing, postprocessing_table
 from unet.inference.postprocess import apply_postprocessing, load_postprocessing, postprocess_folder
-from unet.io.nifti import load_label, save_nifti
+from unet.io.images import load_label, save_image
+from unet.io.nifti import save_nifti
 
 LABELS = {0: "background", 1: "organ", 2: "lesion"}
 AFFINE = np.diag([1.5, 1.0, 2.0, 1.0])
@@ -218,3 +219,18 @@ def test_the_same_steps_as_nnunet_itself(tmp_path, seed, nested, nnunet_python):
     theirs = json.loads(result.stdout.split("STEPS ")[1])
     assert [step["labels"] for step in ours["apply"]] == [s if isinstance(s, list) else [s] for s in theirs]
     assert ours["apply"], "no step kept: the comparison would prove little"
+
+
+def test_predictions_in_the_datasets_format_are_found(tmp_path):
+    refs = {f"case_{i}": reference(shift=i) for i in range(4)}
+    folders = [tmp_path / "predictions" / f"fold_{k}" for k in range(2)]
+    ref_paths = {}
+    for i, (case, ref) in enumerate(sorted(refs.items())):
+        save_image(folders[i % 2] / f"{case}.mha", with_island(ref), AFFINE)
+        ref_paths[case] = tmp_path / "labels" / f"{case}.mha"
+        save_image(ref_paths[case], ref, AFFINE)
+    spec = determine_postprocessing(folders, ref_paths, LABELS, tmp_path / "postprocessing.json",
+                                    expected=sorted(refs), ending=".mha")
+    assert spec["cases"] == 4 and {"operation": "keep_largest_component", "labels": [1]} in spec["apply"]
+    with pytest.raises(ValueError, match=r"no \*.nii.gz files"):
+        determine_postprocessing(folders, ref_paths, LABELS, tmp_path / "other.json")

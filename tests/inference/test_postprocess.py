@@ -6,7 +6,8 @@ import pytest
 from unet.inference.postprocess import (PostprocessingError, apply_postprocessing, keep_largest_component,
                                         largest_component, load_postprocessing, postprocess_folder)
 from unet.io.atomic import write_json
-from unet.io.nifti import load_label, save_nifti
+from unet.io.images import load_label, save_image
+from unet.io.nifti import save_nifti
 
 
 def test_components_touching_at_a_corner_are_one_component():
@@ -70,3 +71,22 @@ def test_without_steps_the_folder_is_copied(tmp_path):
     written = postprocess_folder(tmp_path / "in", tmp_path / "out", {"apply": []})
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.nii.gz"] == [p.name for p in written]
     np.testing.assert_array_equal(load_label(written[0])[0], seg)
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mhd"])
+def test_a_folder_in_another_format_stays_in_it(tmp_path, ending):
+    seg = np.zeros((4, 5, 6), dtype=np.uint8)
+    seg[0, 0, 0] = seg[3, 3, 3] = seg[3, 4, 3] = 1
+    affine = np.diag([-0.8, 1.1, 2.5, 1.0])
+    save_image(tmp_path / "in" / f"a{ending}", seg, affine)
+    largest = np.zeros_like(seg)
+    largest[3, 3:5, 3] = 1
+    step = {"operation": "keep_largest_component", "labels": [1]}
+    for steps, expected in (([], seg), ([step], largest)):
+        out = tmp_path / f"out_{len(steps)}"
+        written = postprocess_folder(tmp_path / "in", out, {"apply": steps})
+        assert [p.name for p in written] == [f"a{ending}"]
+        labels, written_affine = load_label(written[0])
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_allclose(written_affine, affine, atol=1e-15)
+        assert sorted(p.name for p in out.iterdir()) == sorted([f"a{ending}"] + (["a.zraw"] if ending == ".mhd" else []))

@@ -1,5 +1,5 @@
 """A dataset in NRRD and one in MetaImage (dataset.json `file_ending`) go through the whole
-workflow: validate, preprocess, train (a few steps), predict, evaluate, report. Their grids are
+workflow: validate, preprocess, train (a few steps), predict, evaluate, postprocess, report. Their grids are
 oblique; every prediction is written in the dataset's format, and SimpleITK reads it on the grid
 of its raw image."""
 
@@ -55,16 +55,18 @@ def test_a_dataset_in_another_format_runs_through_the_workflow(tmp_path, ending)
     validation = json.loads((results / "splits.json").read_text())[0]["val"]
     predictions = {folder: sorted(p for p in (results / "predictions" / folder).iterdir()
                                   if not p.name.startswith("."))  # but Snakemake's timestamp
-                   for folder in ("fold_0", "test")}
+                   for folder in ("fold_0", "test", "test_postprocessed")}
     assert [p.name for p in predictions["fold_0"]] == [f"{case}{ending}" for case in sorted(validation)]
-    assert [p.name for p in predictions["test"]] == [f"DEMO_004{ending}"]
+    assert [p.name for p in predictions["test"]] == [p.name for p in predictions["test_postprocessed"]] \
+        == [f"DEMO_004{ending}"]
+    assert json.loads((results / "postprocessing.json").read_text())["cases"] == len(validation)
     table = pd.read_csv(results / "evaluation" / "fold_0.csv")
     assert sorted(table["case"].unique()) == validation and table["dice"].notna().any()
     assert (results / "evaluation" / "summary.json").is_file()
     assert (results / "evaluation" / "worst_cases.png").is_file()
 
-    for path in predictions["fold_0"] + predictions["test"]:
-        raw = sitk.ReadImage(str(data / ("imagesTs" if path.parent.name == "test" else "imagesTr") / path.name))
+    for path in predictions["fold_0"] + predictions["test"] + predictions["test_postprocessed"]:
+        raw = sitk.ReadImage(str(data / ("imagesTr" if path.parent.name == "fold_0" else "imagesTs") / path.name))
         prediction = sitk.ReadImage(str(path))
         assert prediction.GetSize() == raw.GetSize(), path
         for ours, theirs in ((prediction.GetSpacing(), raw.GetSpacing()), (prediction.GetOrigin(), raw.GetOrigin()),

@@ -31,13 +31,13 @@ from unet.data.splits import load_fold
 from unet.evaluation.cv import (by_class, case_dice, class_means, cv_files, foreground_mean,
                                 foreground_values, json_number, scoring_classes)
 from unet.evaluation.distances import bounding_box
-from unet.evaluation.evaluate import NIFTI_SUFFIX, Region
+from unet.evaluation.evaluate import Region
 from unet.inference.postprocess import OPERATION, keep_largest_component
 from unet.inference.regions import regions_from_setting
 from unet.io.atomic import load_npy, save_npy, write_json
 from unet.io.labels import ignore_value
 from unet.io.msd import load_dataset
-from unet.io.nifti import load_label
+from unet.io.images import NIFTI, load_label
 from unet.preprocessing.plan import Plan
 
 CONNECTIVITY = "full"  # 26 neighbours in 3D, as skimage's `label` default in nnU-Net
@@ -87,16 +87,17 @@ class _Workspace:
 def determine_postprocessing(predictions: str | os.PathLike | Sequence[str | os.PathLike],
                              ref_paths: Mapping[str, str | os.PathLike], labels: Mapping[int, str],
                              out: str | os.PathLike, *, regions: Mapping[str, Sequence[int]] | None = None,
-                             expected: Sequence[str] | None = None) -> dict:
+                             expected: Sequence[str] | None = None, ending: str = NIFTI) -> dict:
     """Choose the postprocessing from the cross-validation label maps in `predictions` (one
-    folder or the folds' folders of `{case}.nii.gz`) against `ref_paths[case]`; write
+    folder or the folds' folders of `{case}{ending}`, the dataset's file_ending) against
+    `ref_paths[case]`; write
     postprocessing.json to `out` (atomically) and return it.
 
     `labels`: the plan's {value: name}; `regions`: the regions the model was trained on (their
     scores decide, as in nnU-Net), None for a label model; `expected`: the folds' validation
     cases, which must be exactly the predicted ones.
     """
-    files = cv_files(predictions, NIFTI_SUFFIX, expected)
+    files = cv_files(predictions, ending, expected)
     unknown = sorted(set(files) - set(ref_paths))
     if unknown:
         raise ValueError(f"no reference label for the predicted case(s) {unknown}")
@@ -183,4 +184,4 @@ def postprocessing_for_run(predictions: Sequence[str | os.PathLike], splits: str
     expected = [case for fold in folds for case in load_fold(splits, int(fold))["val"]]
     return determine_postprocessing(predictions, {c.id: c.label for c in dataset.training},
                                     Plan.load(plans).labels, out, expected=expected,
-                                    regions=regions_from_setting(regions, dataset_ok))
+                                    regions=regions_from_setting(regions, dataset_ok), ending=dataset.file_ending)

@@ -31,7 +31,7 @@ from unet.evaluation.cv import by_class, case_dice, class_means, cv_files, foreg
 from unet.inference.regions import labels_from_regions
 from unet.io.atomic import write_json
 from unet.io.labels import ignore_value
-from unet.io.nifti import load_label
+from unet.io.images import load_label
 
 Folders = str | os.PathLike | Sequence[str | os.PathLike]
 

@@ -10,7 +10,7 @@ and sets the voxels of every component but the largest to background (0). Compon
 largest are all kept, as in nnU-Net.
 
 `apply_postprocessing` works on arrays (the test-set rule, `python -m unet predict`);
-`postprocess_folder` on a folder of NIfTI predictions.
+`postprocess_folder` on a folder of predictions in any format of `unet.io.images`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import numpy as np
 from scipy import ndimage
 
 from unet.io.atomic import atomic_path, read_json
-from unet.io.nifti import load_label, save_nifti
+from unet.io.images import NIFTI_ENDINGS, file_ending, load_label, save_image
 
 OPERATION = "keep_largest_component"
-NIFTI_SUFFIX = ".nii.gz"
+# One file holds the whole image (a detached header's voxels sit in a second file): copied as is.
+_SINGLE_FILE = NIFTI_ENDINGS + (".nrrd", ".mha")
 
 
 class PostprocessingError(ValueError):
@@ -107,22 +108,24 @@ def _label_dtype(values: np.ndarray) -> type:
 
 def postprocess_file(source: str | os.PathLike, target: str | os.PathLike,
                      spec: Mapping[str, Any]) -> None:
-    """Read the label map `source` (NIfTI), apply `spec`, write `target` with the same affine.
-    With no steps the file is copied as it is."""
-    if not _steps(spec):
-        with atomic_path(target, suffix=NIFTI_SUFFIX) as tmp:
+    """Read the label map `source`, apply `spec`, write `target` in the same format (its ending)
+    with the same affine. With no steps a single-file image is copied as it is."""
+    ending = file_ending(source)
+    if not _steps(spec) and ending in _SINGLE_FILE:
+        with atomic_path(target, suffix=ending) as tmp:
             shutil.copyfile(source, tmp)
         return
     labels, affine = load_label(source)
     out = apply_postprocessing(labels, spec)
-    save_nifti(target, out, affine, dtype=_label_dtype(out))
+    save_image(target, out, affine, dtype=_label_dtype(out))
 
 
 def postprocess_folder(source_dir: str | os.PathLike, target_dir: str | os.PathLike,
                        spec: Mapping[str, Any] | str | os.PathLike) -> list[Path]:
-    """Rule `postprocess_test`: every `{case}.nii.gz` of `source_dir` postprocessed into
-    `target_dir` (created). `spec`: postprocessing.json or its path. Other files (probabilities)
-    are not carried over: postprocessing changes label maps only, as in nnU-Net."""
+    """Rule `postprocess_test`: every label map of `source_dir` (`{case}.nii.gz`, or another
+    ending of `unet.io.images`) postprocessed into `target_dir` (created), in its own format.
+    `spec`: postprocessing.json or its path. Other files (probabilities) are not carried over:
+    postprocessing changes label maps only, as in nnU-Net."""
     if not isinstance(spec, Mapping):
         spec = load_postprocessing(spec)
     steps = _steps(spec)
@@ -131,8 +134,8 @@ def postprocess_folder(source_dir: str | os.PathLike, target_dir: str | os.PathL
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in sorted(Path(source_dir).glob(f"*{NIFTI_SUFFIX}")):
-        if path.name.startswith("."):
+    for path in sorted(Path(source_dir).iterdir()):
+        if path.name.startswith(".") or not path.is_file() or file_ending(path) is None:
             continue
         postprocess_file(path, target_dir / path.name, spec)
         written.append(target_dir / path.name)
