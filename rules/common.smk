@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from unet.data.splits import ALL
+from unet.inference.model_info import CHECKPOINTS
 from unet.io.datasets import known_case_ids
 from unet.io.msd import DatasetError
 from unet.training.pretrained import initial_weights
@@ -32,6 +33,12 @@ def res(*parts):
 
 def log_file(*parts):
     return res("logs", *parts)
+
+
+def model_file(fold="{fold}"):
+    """The network of `fold` that predicts: the final one or, with predict.checkpoint: best, the
+    best epoch's (unet.inference.model_info)."""
+    return res(f"fold_{fold}", CHECKPOINTS[config["predict"].get("checkpoint", "final")])
 
 
 # The rules `--until` can stop at while the case list is still unknown: their jobs need none.

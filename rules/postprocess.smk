@@ -11,13 +11,14 @@ rule postprocessing:
         predictions=expand(res("predictions", "fold_{fold}"), fold=CV_FOLDS),
         splits=res("splits.json"),
         plans=res("plans.json"),
-        ready=res("dataset.ok"),
+        # The models' regions (their model.json) decide what is scored (nnU-Net); evaluate.*
+        # changes nothing here.
+        models=[model_file(fold) for fold in CV_FOLDS],
+        infos=expand(res("fold_{fold}", "model.json"), fold=CV_FOLDS),
     output:
         res("postprocessing.json"),
     params:
         folds=CV_FOLDS,
-        # The model's regions decide what is scored (nnU-Net); evaluate.* changes nothing here.
-        regions=config["train"].get("regions"),
         data_dir=str(DATA_DIR),
     log:
         log_file("postprocessing.log"),

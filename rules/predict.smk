@@ -1,14 +1,16 @@
 # `predict`: the validation cases of one fold (not `all`: it has none); `ensemble`: the test images,
 # averaged over every trained model (`all` included).
 # Both write {case}.nii.gz (or the dataset's file_ending), and {case}.npz (probabilities) with
-# predict.save_probabilities.
+# predict.save_probabilities; both predict with predict.checkpoint's network of each fold
+# (`model_file`) and the regions its model.json records.
 # `predict.batch_size` changes no result: it is read from config, not params.
 from unet.config import result_settings
 
 
 rule predict:
     input:
-        model=res("fold_{fold}", "model.keras"),
+        model=model_file(),
+        info=res("fold_{fold}", "model.json"),
         splits=res("splits.json"),
         plans=res("plans.json"),
         ready=res("dataset.ok"),
@@ -17,7 +19,6 @@ rule predict:
         directory(res("predictions", "fold_{fold}")),
     params:
         predict=result_settings(config, "predict"),
-        regions=config["train"].get("regions"),
         preprocessed_dir=res("preprocessed"),
     log:
         log_file("predict", "fold_{fold}.log"),
@@ -32,14 +33,14 @@ rule predict:
 
 rule ensemble:
     input:
-        models=expand(res("fold_{fold}", "model.keras"), fold=FOLDS),
+        models=[model_file(fold) for fold in FOLDS],
+        infos=expand(res("fold_{fold}", "model.json"), fold=FOLDS),
         plans=res("plans.json"),
         ready=res("dataset.ok"),
     output:
         directory(res("predictions", "test")),
     params:
         predict=result_settings(config, "predict"),
-        regions=config["train"].get("regions"),
         data_dir=str(DATA_DIR),
     log:
         log_file("predict", "test.log"),

@@ -14,6 +14,9 @@ rule train:
         init_weights=init_weights,
     output:
         model=res("fold_{fold}", "model.keras"),
+        best=res("fold_{fold}", "model_best.keras"),
+        # What predicting needs besides the network (regions, plan checksum): unet.inference.model_info.
+        info=res("fold_{fold}", "model.json"),
         log=res("fold_{fold}", "training_log.jsonl"),
         curves=report(
             res("fold_{fold}", "training_curves.png"),

@@ -41,6 +41,9 @@ LIGHT_MODULES = [
     "unet.inference.postprocess",
     "unet.inference.runtimes",   # an ONNX prediction imports onnxruntime only
     "unet.inference.runtime_export",
+    "unet.inference.errors",
+    "unet.inference.model_info",  # read by the rules (common.smk) and written by the train stage's batch step
+    "unet.inference.archive",     # export needs no network
     "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
     "unet.training.multinode",
     "unet.training.pretrained",  # the workflow resolves train.init_weights with it

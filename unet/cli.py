@@ -1,7 +1,8 @@
-"""Command line: `python -m unet predict -i IN -o OUT -m RESULTS_DIR [--folds ...]`.
+"""Command line: `python -m unet predict -i IN -o OUT -m MODEL [--folds ...]` and
+`python -m unet export -m RESULTS_DIR -o model.zip [--folds ...]`.
 
 argparse lives here only: the arguments become a small dataclass, which is handed to library
-functions. TensorFlow is imported only once the inputs have been checked.
+functions. TensorFlow is imported only once the inputs have been checked (export needs none).
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ class PredictCommand:
     input_dir: Path
     output_dir: Path
     results_dir: Path
-    folds: tuple[int, ...] | None
+    folds: tuple[int | str, ...] | None
     overlap: float
     blend: str
     tta: bool
     batch_size: int
     save_probabilities: bool
-    regions: bool = False
+    checkpoint: str | None = None   # None: an archive's own, else final
+
+
+@dataclass(frozen=True)
+class ExportCommand:
+    results_dir: Path
+    output: Path
+    folds: tuple[int | str, ...] | None
+    checkpoint: str | None
+    config: Path | None
+    formats: tuple[str, ...] = ()
 
 
 def _overlap(text: str) -> float:
@@ -44,10 +55,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _fold(text: str) -> int | str:
+    """A fold number (>= 0) or `all` (the model trained on every case)."""
+    if text == "all":
+        return text
     value = int(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'all', got {text}")
     return value
 
 
@@ -57,20 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
                                "Snakemake; this command line serves trained models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="segment a folder of images with the models of a finished run",
+        "predict", help="segment a folder of images with the models of a finished run or an archive",
         description="Segment every image in IN (*.nii.gz, *.nii, *.nrrd, *.nhdr, *.mha, *.mhd: one file "
                     "per case, channels last or as vector components, or 3D for one channel; a "
-                    "subfolder holding a DICOM series is one case) with the fold models of "
-                    "RESULTS_DIR (a run's {results}/{task}: plans.json, fold_*/model.keras), "
-                    "probabilities averaged over folds, and write OUT/{case} with the image's own "
-                    "ending (a DICOM series as a folder of slices) in the image's own grid.")
+                    "subfolder holding a DICOM series is one case) with the fold models of MODEL (a "
+                    "run's {results}/{task}: plans.json, fold_*/model.keras and model.json; or a model "
+                    "archive from `export`, zipped or unpacked), probabilities averaged over folds, "
+                    "and write OUT/{case} with the image's own ending (a DICOM series as a folder of "
+                    "slices) in the image's own grid. Labels and regions come with the models.")
     predict.add_argument("-i", "--input", required=True, type=Path, metavar="IN", help="folder of images")
     predict.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                          help="folder for the segmentations (created if missing)")
-    predict.add_argument("-m", "--model-dir", required=True, type=Path, metavar="RESULTS_DIR",
-                         help="results folder of a run: plans.json and fold_{k}/model.keras")
-    predict.add_argument("--folds", nargs="+", type=_non_negative_int, metavar="K",
-                         help="folds to ensemble (default: every fold_* with a model.keras)")
+    predict.add_argument("-m", "--model-dir", required=True, type=Path, metavar="MODEL",
+                         help="results folder of a run (plans.json, fold_{k}/model.keras and model.json), "
+                              "or a model archive (model.zip, or the folder it unpacks to)")
+    predict.add_argument("--folds", nargs="+", type=_fold, metavar="K",
+                         help="folds to ensemble, numbers or all (default: every fold with a model)")
+    predict.add_argument("--checkpoint", choices=("final", "best"),
+                         help="each fold's final network or the best epoch's (default: an archive's "
+                              "own, else final)")
     predict.add_argument("--overlap", type=_overlap, default=0.5,
                          help="overlap of neighbouring windows, in [0, 1) (default 0.5)")
     predict.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
@@ -82,49 +101,96 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write OUT/{case}.npz: 'probabilities' (K, X, Y, Z) float32 in the "
                               "image's grid and 'label_values'")
     predict.add_argument("--regions", action="store_true",
-                         help="the models were trained with train.regions: dataset (one sigmoid per region); "
-                              "the regions are read from RESULTS_DIR/dataset.ok")
+                         help="deprecated, ignored: the regions come with the models (fold_{k}/model.json)")
+    export = commands.add_parser(
+        "export", help="write a run's models as one archive (zip) that predicts with no other file",
+        description="Write ZIP: every fold's network (fold_{k}/model.keras), its model.json "
+                    "(regions, training settings), plans.json (labels, channels, preprocessing), the "
+                    "package version and a manifest with the SHA-256 of every member. "
+                    "`python -m unet predict -m ZIP` predicts from it.")
+    export.add_argument("-m", "--model-dir", required=True, type=Path, metavar="RESULTS_DIR",
+                        help="results folder of a run ({results}/{task}), or an archive to re-export")
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="ZIP", help="archive to write")
+    export.add_argument("--folds", nargs="+", type=_fold, metavar="K",
+                        help="folds to include, numbers or all (default: every fold with a model)")
+    export.add_argument("--checkpoint", choices=("final", "best"),
+                        help="each fold's final network or the best epoch's (default: final, or a "
+                             "re-exported archive's own)")
+    export.add_argument("--config", type=Path, metavar="YAML",
+                        help="the workflow config the run used, stored in the archive as config.json")
+    export.add_argument("--formats", nargs="+", choices=("saved_model", "onnx"), default=(),
+                        help="also export each network in these formats, checked against Keras "
+                             "(onnx needs the optional ONNX packages)")
     return parser
 
 
+def _folds(args: argparse.Namespace) -> tuple[int | str, ...] | None:
+    return tuple(dict.fromkeys(args.folds)) if args.folds else None
+
+
 def parse_predict(args: argparse.Namespace) -> PredictCommand:
+    if args.regions:
+        print(f"{PROG} predict: warning: --regions is deprecated and ignored: the regions come with the "
+              f"models (fold_{{k}}/model.json)", file=sys.stderr)
     return PredictCommand(
-        input_dir=args.input, output_dir=args.output, results_dir=args.model_dir,
-        folds=tuple(dict.fromkeys(args.folds)) if args.folds else None, overlap=args.overlap, blend=args.blend,
-        tta=args.tta, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
-        regions=args.regions)
+        input_dir=args.input, output_dir=args.output, results_dir=args.model_dir, folds=_folds(args),
+        overlap=args.overlap, blend=args.blend, tta=args.tta, batch_size=args.batch_size,
+        save_probabilities=args.save_probabilities, checkpoint=args.checkpoint)
 
 
-def run_predict(command: PredictCommand) -> list[Path]:
+def parse_export(args: argparse.Namespace) -> ExportCommand:
+    return ExportCommand(results_dir=args.model_dir, output=args.output, folds=_folds(args),
+                         checkpoint=args.checkpoint, config=args.config, formats=tuple(args.formats))
+
+
+def _configure_tensorflow() -> None:
     from unet.runtime import configure_tensorflow
 
     configure_tensorflow(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                          else os.cpu_count() or 1)
-    from unet.inference.predict import InputError, PredictSettings
-    from unet.inference.regions import regions_from_setting
+
+
+def run_predict(command: PredictCommand) -> list[Path]:
+    _configure_tensorflow()
+    from unet.inference.predict import PredictSettings
     from unet.inference.standalone import predict_folder
 
-    try:
-        regions = regions_from_setting("dataset" if command.regions else None, command.results_dir / "dataset.ok",
-                                       where="--regions")
-    except FileNotFoundError as exc:
-        raise InputError(f"{exc.filename}: missing; --regions reads the regions the run recorded there") from exc
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
-                               batch_size=command.batch_size,
-                               save_probabilities=command.save_probabilities, regions=regions)
+                               batch_size=command.batch_size, save_probabilities=command.save_probabilities)
     return predict_folder(command.input_dir, command.output_dir, command.results_dir, command.folds,
-                          settings)
+                          settings, checkpoint=command.checkpoint)
+
+
+def run_export(command: ExportCommand) -> Path:
+    import yaml
+
+    from unet.inference.archive import export_archive
+    from unet.inference.errors import InputError
+
+    config = None
+    if command.config is not None:
+        try:
+            config = yaml.safe_load(command.config.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{command.config}: cannot read the config ({exc})") from exc
+    if command.formats:  # converting the networks needs TensorFlow
+        _configure_tensorflow()
+    return export_archive(command.results_dir, command.output, folds=command.folds,
+                          checkpoint=command.checkpoint, config=config, formats=("keras", *command.formats))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from unet.inference.predict import InputError
+    from unet.inference.errors import InputError
     from unet.io.images import ImageReadError
 
-    command = parse_predict(args)
     try:
+        if args.command == "export":
+            command = parse_export(args)
+            written = run_export(command)
+            print(f"wrote {written}")
+            return 0
+        command = parse_predict(args)
         written = run_predict(command)
     except (InputError, ImageReadError) as exc:  # the user's mistakes; anything else is a bug: traceback
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)

@@ -8,5 +8,4 @@ with output_to(snakemake.log[0]):
     from unet.inference.predict import predict_test_set
 
     predict_test_set(snakemake.input.models, snakemake.params.data_dir, snakemake.output[0],
-                     plans=snakemake.input.plans, dataset_ok=snakemake.input.ready,
-                     section=snakemake.config["predict"], regions=snakemake.params.regions)
+                     plans=snakemake.input.plans, section=snakemake.config["predict"])

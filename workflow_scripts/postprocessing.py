@@ -5,5 +5,4 @@ from unet.io.logs import output_to
 with output_to(snakemake.log[0]):
     p = snakemake.params
     postprocessing_for_run(snakemake.input.predictions, snakemake.input.splits, p.folds, p.data_dir,
-                           snakemake.output[0], plans=snakemake.input.plans, dataset_ok=snakemake.input.ready,
-                           regions=p.regions)
+                           snakemake.output[0], plans=snakemake.input.plans, models=snakemake.input.models)

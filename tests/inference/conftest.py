@@ -1,4 +1,5 @@
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -33,9 +34,10 @@ def preprocessed_demo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_results(preprocessed_demo, tmp_path_factory):
-    """A run's results folder as `python -m unet predict -m` expects it: plans.json and
+    """A run's results folder as `python -m unet predict -m` expects it: plans.json,
     fold_0/model.keras (an untrained network of the plan: predictions are arbitrary but
-    deterministic), plus an unfinished fold_1 without a model. Treat as read-only."""
+    deterministic) and its model.json (no regions), plus an unfinished fold_1 without a model.
+    Treat as read-only."""
     import keras
 
     from unet.io.atomic import write_json
@@ -46,5 +48,64 @@ def trained_results(preprocessed_demo, tmp_path_factory):
     keras.utils.set_random_seed(3)
     (results / "fold_0").mkdir(parents=True)
     build_from_plan(preprocessed_demo.plan).save(results / "fold_0" / "model.keras")
+    describe_fold(results / "fold_0", results / "plans.json")
     (results / "fold_1").mkdir()
     return results
+
+
+def describe_fold(fold_dir, plans, regions=None):
+    """The model.json the train stage writes beside a fold's networks, for networks made here."""
+    from unet.inference.model_info import write_model_info
+
+    return write_model_info(fold_dir, plans=plans, regions=regions, train={},
+                            rows=[{"epoch": 0, "ema_val_dice": 0.5}])
+
+
+@pytest.fixture(scope="session")
+def describe():
+    """`describe_fold(fold_dir, plans, regions=None)`: write a model.json for a network made in a test."""
+    return describe_fold
+
+
+def _train_run(preprocessed_demo, results, folds, train, best_first=False):
+    """`results` as the workflow leaves it after training `folds` with config `train` (through the
+    train stage's own code, TrainJob and train_worker): plans.json, splits.json and, per fold,
+    model.keras, model_best.keras and model.json (and preprocessed/, shards/). With `best_first`, the validation Dice is fixed
+    to fall after the first epoch, so that the best checkpoint (epoch 0) is not the final one."""
+    from unet.data.shards import write_shards_and_splits
+    from unet.io.atomic import write_json
+    from unet.training.loop import FoldTrainer
+    from unet.training.multinode import TrainJob, train_worker
+
+    write_json(results / "plans.json", preprocessed_demo.plans)
+    shutil.copytree(preprocessed_demo.preprocessed, results / "preprocessed")
+    ids = [case.id for case in preprocessed_demo.dataset.training]
+    write_shards_and_splits(results / "preprocessed", ids, results / "shards", results / "splits.json", 2)
+    with pytest.MonkeyPatch.context() as patch:
+        if best_first:
+            patch.setattr(FoldTrainer, "_validate",
+                          lambda self, *args: dict.fromkeys(self.labels, 0.9 if self.epoch.numpy() == 0 else 0.1))
+        for fold in folds:
+            train_worker(TrainJob.for_fold(results / "splits.json", fold, plans=results / "plans.json",
+                                           shards=results / "shards", model=results / f"fold_{fold}" / "model.keras",
+                                           curves=None, config=train, dataset_ok=results / "dataset.ok"))
+    return results
+
+
+SHORT_TRAINING = {"epochs": 2, "steps_per_epoch": 3, "validation_patches": 2, "learning_rate": 0.01}
+
+
+@pytest.fixture(scope="session")
+def trained_run(preprocessed_demo, tmp_path_factory):
+    """A run trained for real (briefly) on the demo: folds 0 and 1 of a 2-fold split, softmax over
+    the labels, each fold's best checkpoint at epoch 0 of 2. Treat as read-only."""
+    return _train_run(preprocessed_demo, tmp_path_factory.mktemp("trained_run") / "demo", (0, 1),
+                      SHORT_TRAINING, best_first=True)
+
+
+@pytest.fixture(scope="session")
+def region_run(preprocessed_demo, tmp_path_factory):
+    """A run whose fold 0 was trained with explicit regions (train.regions: {core: [2, 3],
+    enhancing: [3]}), not dataset.json's three. Treat as read-only."""
+    return _train_run(preprocessed_demo, tmp_path_factory.mktemp("region_run") / "demo", (0,),
+                      {**SHORT_TRAINING, "regions": {"core": [2, 3], "enhancing": [3]}})

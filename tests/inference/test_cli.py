@@ -79,11 +79,15 @@ def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
             _main(monkeypatch, capsys, error)
 
 
-def test_missing_regions_for_a_region_model_are_the_users_mistake(tmp_path, capsys):
+def test_regions_is_a_deprecated_no_op(tmp_path, capsys):
+    # The regions come with the models (fold_k/model.json); --regions, which read them from the
+    # run's dataset.ok, is accepted and ignored, with a warning.
     from unet import cli
 
     (tmp_path / "images").mkdir()
     code = cli.main(["predict", "-i", str(tmp_path / "images"), "-o", str(tmp_path / "out"),
                      "-m", str(tmp_path / "run"), "--regions"])
     err = capsys.readouterr().err
-    assert code == 1 and "dataset.ok: missing; --regions" in err and "Traceback" not in err
+    assert "warning: --regions is deprecated and ignored" in err and "model.json" in err
+    assert code == 1 and "dataset.ok" not in err and "Traceback" not in err
+    assert f"{tmp_path / 'images'}: no NIfTI images" in err  # the call went on as without it

@@ -1,5 +1,4 @@
 import itertools
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -144,32 +143,43 @@ def test_predict_test_cases_with_an_ensemble(preprocessed_demo, saved_models, tm
     _check_prediction(written[0], dataset.test[0].image, plan.label_values)
 
 
-def test_a_run_predicts_with_the_regions_its_models_were_trained_with(tmp_path):
-    ready = tmp_path / "dataset.ok"
-    write_json(ready, {"regions": {"whole": [1, 2], "core": [2]}})
-    masked, unmasked = SimpleNamespace(nonzero_mask=True), SimpleNamespace(nonzero_mask=False)
-    settings = PredictSettings.for_run({"overlap": 0.25, "tta": True}, "dataset", ready, masked)
+def test_a_run_predicts_with_the_regions_its_models_were_trained_with(preprocessed_demo, tmp_path, describe):
+    # The regions come from the models' model.json (the train stage's record), never from config.
+    from unet.inference.model_info import load_model_set
+
+    write_json(tmp_path / "plans.json", preprocessed_demo.plans)
+    for k, regions in ((0, {"whole": [1, 2], "core": [2]}), (1, {"whole": [1, 2], "core": [2]}), (2, None)):
+        (tmp_path / f"fold_{k}").mkdir()
+        describe(tmp_path / f"fold_{k}", tmp_path / "plans.json", regions)
+    models = load_model_set(tmp_path / "plans.json", [tmp_path / f"fold_{k}" / "model.keras" for k in (0, 1)])
+    settings = PredictSettings.for_models({"overlap": 0.25, "tta": True, "checkpoint": "best"}, models)
     assert settings == PredictSettings(overlap=0.25, tta=True, regions={"whole": [1, 2], "core": [2]},
-                                       background_outside_mask=True)
-    # Explicit regions or none: dataset.ok is not needed.
-    assert PredictSettings.for_run({}, {"x": [1]}, tmp_path / "missing", unmasked).regions == {"x": [1]}
-    assert PredictSettings.for_run({}, None, tmp_path / "missing", unmasked) == PredictSettings()
+                                       background_outside_mask=preprocessed_demo.plan.nonzero_mask,
+                                       checkpoint="best")
+    unlabelled = load_model_set(tmp_path / "plans.json", [tmp_path / "fold_2" / "model.keras"])
+    assert PredictSettings.for_models({}, unlabelled).regions is None
     with pytest.raises(ValueError, match="config predict: unknown keys"):
-        PredictSettings.for_run({"overlapp": 0.5}, None, ready, unmasked)
+        PredictSettings.for_models({"overlapp": 0.5}, unlabelled)
 
 
-def test_the_prediction_rules_read_the_runs_files(preprocessed_demo, saved_models, tmp_path):
+def test_the_prediction_rules_read_the_runs_files(preprocessed_demo, saved_models, tmp_path, describe):
+    import shutil
+
     dataset = preprocessed_demo.dataset
     write_json(tmp_path / "plans.json", preprocessed_demo.plans)
-    write_json(tmp_path / "dataset.ok", {"regions": {}})
+    models = []
+    for k, saved in enumerate(saved_models):
+        models.append(tmp_path / f"fold_{k}" / "model.keras")
+        models[-1].parent.mkdir()
+        shutil.copy(saved, models[-1])
+        describe(models[-1].parent, tmp_path / "plans.json")
     ids = [case.id for case in dataset.training]
     write_json(tmp_path / "splits.json", [{"train": ids[1:], "val": ids[:1]}, {"train": ids[:1], "val": ids[1:]}])
-    run = {"plans": tmp_path / "plans.json", "dataset_ok": tmp_path / "dataset.ok",
-           "section": {"overlap": 0.25, "batch_size": 8}, "regions": None}
-    written = predict_fold(saved_models[0], tmp_path / "splits.json", 1, preprocessed_demo.preprocessed,
+    run = {"plans": tmp_path / "plans.json", "section": {"overlap": 0.25, "batch_size": 8}}
+    written = predict_fold(models[0], tmp_path / "splits.json", 1, preprocessed_demo.preprocessed,
                            tmp_path / "fold_1", **run)
     assert written == [tmp_path / "fold_1" / f"{cid}.nii.gz" for cid in ids[1:]]
-    written = predict_test_set(saved_models, dataset.root, tmp_path / "test", **run)
+    written = predict_test_set(models, dataset.root, tmp_path / "test", **run)
     assert written == [tmp_path / "test" / f"{case.id}.nii.gz" for case in dataset.test]
     _check_prediction(written[0], dataset.test[0].image, preprocessed_demo.plan.label_values)
 

@@ -14,18 +14,20 @@ from unet.inference.standalone import InputError, image_cases, model_paths, pred
 
 
 @pytest.fixture
-def model_folder(preprocessed_demo, tmp_path):
-    """fold_0 and fold_2 have a model (placeholder files), fold_1 has none; plans.json is real."""
+def model_folder(preprocessed_demo, tmp_path, describe):
+    """fold_0, fold_2 and fold_10 have a model (placeholder files) and its model.json, fold_1 has
+    none; plans.json is real."""
     from unet.io.atomic import write_json
 
     results = tmp_path / "results"
+    write_json(results / "plans.json", preprocessed_demo.plans)
     for k in (0, 1, 2, 10):
         (results / f"fold_{k}").mkdir(parents=True)
     for k in (0, 2, 10):
         (results / f"fold_{k}" / "model.keras").write_bytes(b"")
+        describe(results / f"fold_{k}", results / "plans.json")
     (results / "fold_x").mkdir()
     (results / "fold_x" / "model.keras").write_bytes(b"")
-    write_json(results / "plans.json", preprocessed_demo.plans)
     return results
 
 

@@ -206,7 +206,7 @@ def test_two_workers_started_by_launch_train_the_fold(demo_workspace, tmp_path, 
     restored_env.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     log = tmp_path / "train.log"
     launch.launch(job, threads=1, log=log)
-    for name in ("model.keras", "training_log.jsonl", "curves.png", launch.JOB_FILE):
+    for name in ("model.keras", "model_best.keras", "model.json", "training_log.jsonl", "curves.png", launch.JOB_FILE):
         assert (fold / name).is_file(), name
     assert len((fold / "training_log.jsonl").read_text().splitlines()) == 2
     # Both workers printed their epochs into the batch step's log: one training, the same loss and

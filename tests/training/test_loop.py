@@ -28,7 +28,7 @@ def _train(ws, out_dir, settings):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         rows = train_fold(ws.plan, settings, ws.shard_dir, ws.train_ids, ws.val_ids, out_dir,
-                          out_dir / "model.keras", out_dir / "training_curves.png")
+                          out_dir / "model.keras", out_dir / "training_curves.png", out_dir / "model_best.keras")
     log_rows = [json.loads(line) for line in (out_dir / "training_log.jsonl").read_text().splitlines()]
     trained = [int(n) for n in re.findall(r"^epoch (\d+)/\d+:", stdout.getvalue(), re.M)]
     reader = tf.train.load_checkpoint(str(out_dir / "checkpoints" / "last"))
@@ -67,6 +67,8 @@ def test_fold_outputs(runs, demo_workspace):
     assert (out_dir / "checkpoints" / "last" / "checkpoint").is_file()
     assert runs.fresh.state == {"epoch": 2, "iterations": 2 * STEPS}
     assert (out_dir / "checkpoints" / "best.weights.h5").is_file()
+    best = keras.saving.load_model(str(out_dir / "model_best.keras"), compile=False)
+    assert best.predict_on_batch(x).shape == (1, *plan.patch_size, plan.num_classes)
     assert list((out_dir / "tensorboard").glob("events.out.tfevents.*"))
     png = out_dir / "training_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -169,3 +171,43 @@ def test_fold_all_trains_on_every_case_without_validation(demo_workspace, tmp_pa
     x = np.random.default_rng(0).normal(size=(1, *ws.plan.patch_size, ws.plan.num_channels)).astype(np.float32)
     np.testing.assert_array_equal(final.predict_on_batch(x),
                                   Objective(ws.plan, SETTINGS).inference_model(best).predict_on_batch(x))
+
+
+def test_the_best_epoch_is_saved_as_a_prediction_model(demo_workspace, tmp_path, monkeypatch):
+    """The train stage writes model_best.keras, the weights of the epoch with the best EMA of the
+    validation Dice, and model.json naming both checkpoints' epochs. The validation Dice is fixed
+    here so that the best epoch is the first of three, not the last."""
+    from unet.inference.model_info import ModelInfo, file_sha256
+    from unet.training.loop import FoldTrainer
+    from unet.training.multinode import TrainJob, train_worker
+    from unet.training.objective import Objective
+
+    dice = iter([0.9, 0.1, 0.1])
+    monkeypatch.setattr(FoldTrainer, "_validate",
+                        lambda self, predict, images, segs: dict.fromkeys(self.labels, next(dice)))
+    plans = tmp_path / "plans.json"
+    plans.write_text(json.dumps(demo_workspace.plan.to_json()))
+    fold = tmp_path / "fold_0"
+    settings = replace(SETTINGS, epochs=3, regions={"core": [2, 3], "enhancing": [3]})
+    train_worker(TrainJob(plans=str(plans), shards=str(demo_workspace.shard_dir), train=tuple(demo_workspace.train_ids),
+                          val=tuple(demo_workspace.val_ids), out_dir=str(fold), model=str(fold / "model.keras"),
+                          curves=None, settings=settings))
+
+    info = ModelInfo.load(fold / "model.json")
+    assert info.checkpoints == {"final": {"file": "model.keras", "epoch": 2},
+                                "best": {"file": "model_best.keras", "epoch": 0, "ema_val_dice": pytest.approx(0.9)}}
+    assert info.regions == {"core": [2, 3], "enhancing": [3]} and info.plans_sha256 == file_sha256(plans)
+    assert info.configuration == "3d_fullres"
+    assert info.train["epochs"] == 3 and info.train["regions"] == info.regions and "resume" not in info.train
+    best = keras.saving.load_model(str(fold / "model_best.keras"), compile=False)
+    final = keras.saving.load_model(str(fold / "model.keras"), compile=False)
+    objective = Objective(demo_workspace.plan, settings)
+    trained = objective.build_model()
+    trained.load_weights(fold / "checkpoints" / "best.weights.h5")
+    expected = objective.inference_model(trained).get_weights()
+    assert len(best.get_weights()) == len(expected)
+    for got, want in zip(best.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
+    # Two more epochs changed the weights: the final model is another network.
+    assert any(not np.array_equal(a, b) for a, b in zip(best.get_weights(), final.get_weights()))
+    assert best.outputs[0].shape[-1] == 2  # one sigmoid channel per region

@@ -87,7 +87,7 @@ def test_every_output_of_the_contract_exists(finished_run):
             assert (results / "preprocessed" / f"{case}{suffix}").is_file()
     for fold, split in enumerate(splits):
         fold_dir = results / f"fold_{fold}"
-        for name in ("model.keras", "training_log.jsonl", "training_curves.png"):
+        for name in ("model.keras", "model_best.keras", "model.json", "training_log.jsonl", "training_curves.png"):
             assert (fold_dir / name).is_file(), f"fold_{fold}/{name}"
         assert any((fold_dir / "checkpoints" / "last").iterdir())
         predicted = sorted(p.name for p in (results / "predictions" / f"fold_{fold}").glob("*.nii.gz"))
@@ -152,6 +152,37 @@ def test_a_new_postprocessing_reruns_its_application_not_the_networks(finished_r
     tmp, config = finished_run
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run", "--forcerun", "postprocessing"))
     assert set(jobs) == {"postprocessing", "postprocess_test", "report", "all"}
+
+
+def test_predicting_with_the_best_checkpoint_reruns_prediction_and_evaluation_only(finished_run):
+    tmp, _ = finished_run
+    config = _write_config(tmp, "best.yaml", predict__checkpoint="best")
+    jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
+    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "postprocess_test", "report", "all"}
+    assert jobs["predict"] == 2
+
+
+def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
+    """`snakemake export` (not part of `all`) writes model.zip, which predicts imagesTs alone, in
+    another folder, exactly as the `ensemble` rule did."""
+    tmp, config = finished_run
+    results = tmp / "results" / "demo"
+    result = snakemake(tmp, config, "export")
+    assert result.returncode == 0, result.stderr[-5000:]
+    fresh = tmp / "elsewhere"
+    fresh.mkdir()
+    (fresh / "model.zip").write_bytes((results / "model.zip").read_bytes())
+    predicted = subprocess.run(
+        [sys.executable, "-m", "unet", "predict", "-i", str(tmp / "data" / "demo" / "imagesTs"), "-o", "out",
+         "-m", "model.zip", "--overlap", "0.25", "--batch-size", "4"],
+        cwd=fresh, capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    expected = sorted((results / "predictions" / "test").glob("*.nii.gz"))
+    assert [p.name for p in expected] == sorted(p.name for p in (fresh / "out").glob("*.nii.gz"))
+    for path in expected:
+        np.testing.assert_array_equal(np.asarray(nib.load(fresh / "out" / path.name).dataobj),
+                                      np.asarray(nib.load(path).dataobj))
+    assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
 
 
 def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):

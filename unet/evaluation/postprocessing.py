@@ -32,13 +32,12 @@ from unet.evaluation.cv import (by_class, case_dice, class_means, cv_files, fore
                                 foreground_values, json_number, scoring_classes)
 from unet.evaluation.distances import bounding_box
 from unet.evaluation.evaluate import Region
+from unet.inference.model_info import load_model_set
 from unet.inference.postprocess import OPERATION, keep_largest_component
-from unet.inference.regions import regions_from_setting
 from unet.io.atomic import load_npy, save_npy, write_json
 from unet.io.labels import ignore_value
 from unet.io.msd import load_dataset
 from unet.io.images import NIFTI, load_label
-from unet.preprocessing.plan import Plan
 
 CONNECTIVITY = "full"  # 26 neighbours in 3D, as skimage's `label` default in nnU-Net
 
@@ -176,12 +175,14 @@ def postprocessing_table(spec: Mapping) -> pd.DataFrame:
 
 def postprocessing_for_run(predictions: Sequence[str | os.PathLike], splits: str | os.PathLike,
                            folds: Sequence[int], data_dir: str | os.PathLike, out: str | os.PathLike, *,
-                           plans: str | os.PathLike, dataset_ok: str | os.PathLike, regions) -> dict:
+                           plans: str | os.PathLike, models: Sequence[str | os.PathLike]) -> dict:
     """Rule `postprocessing`: `predictions[i]` is fold `folds[i]`'s folder of validation
-    predictions; the references are the dataset's in `data_dir`, the labels the plan's; `regions`
-    is config `train.regions` ("dataset": the regions recorded in `dataset_ok`)."""
+    predictions, made by the network `models[i]`; the references are the dataset's in `data_dir`,
+    the labels the plan's, the classes scored the regions the networks were trained with (their
+    model.json), if any."""
     dataset = load_dataset(data_dir)
     expected = [case for fold in folds for case in load_fold(splits, int(fold))["val"]]
+    trained = load_model_set(plans, models)
     return determine_postprocessing(predictions, {c.id: c.label for c in dataset.training},
-                                    Plan.load(plans).labels, out, expected=expected,
-                                    regions=regions_from_setting(regions, dataset_ok), ending=dataset.file_ending)
+                                    trained.plan.labels, out, expected=expected, regions=trained.regions,
+                                    ending=dataset.file_ending)

@@ -16,8 +16,9 @@ from unet.config import settings_from
 from unet.data.splits import load_fold
 from unet.io.atomic import atomic_path, load_npy, read_json
 from unet.io.images import NIFTI, image_path, save_image
-from unet.inference.regions import (Regions, check_regions, region_membership, region_order,
-                                    regions_from_setting)
+from unet.inference.errors import InputError
+from unet.inference.model_info import ModelSet, load_model_set
+from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
 from unet.inference.sliding_window import Predictor, sliding_window_inference
@@ -41,19 +42,22 @@ class PredictSettings:
     # background, but the zero slabs at the poles of a cropped volume can still fool the network.
     background_outside_mask: bool = False
     # Region-trained models (resolved, {name: [label values]}, in the models' channel order):
-    # sigmoid probabilities per region, painted into labels by `unet.inference.regions`.
+    # sigmoid probabilities per region, painted into labels by `unet.inference.regions`. From the
+    # models' model.json, not config.
     regions: dict | None = None
+    # Which network of each fold predicts: "final" or "best" (`unet.inference.model_info`); the
+    # callers choose the files by it.
+    checkpoint: str = "final"
 
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
         return settings_from(cls, section, "predict")
 
     @classmethod
-    def for_run(cls, section: dict, regions, dataset_ok: str | Path, plan: Plan) -> "PredictSettings":
-        """Config `predict` (`section`) for the models of a run: trained with `regions` (config
-        train.regions; "dataset" is read from the run's `dataset_ok`), on `plan`."""
-        return cls.from_config({**section, "regions": regions_from_setting(regions, dataset_ok),
-                                "background_outside_mask": plan.nonzero_mask})
+    def for_models(cls, section: dict, models: ModelSet) -> "PredictSettings":
+        """Config `predict` (`section`) for `models`: their regions (model.json) and plan."""
+        return cls.from_config({**section, "regions": models.regions,
+                                "background_outside_mask": models.plan.nonzero_mask})
 
 
 def load_models(paths: Sequence[str | Path]) -> list:
@@ -167,11 +171,6 @@ def background_outside(probs: np.ndarray, image: np.ndarray, regions: bool) -> n
     return probs
 
 
-class InputError(ValueError):
-    """An input folder, model folder, image or model that cannot be used as given: the user's
-    mistake, reported in one line naming it (other errors are bugs and keep their traceback)."""
-
-
 def check_model_outputs(model, path, num_classes: int, regions) -> None:
     """A model trained on regions (sigmoid per region) must be predicted with those regions, and a
     label model (softmax over the classes) without: mixing them up would paint garbage."""
@@ -180,12 +179,12 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
     sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
     if regions is None and (sigmoid or channels != num_classes):
         raise InputError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
-                         f"softmax over the plan's {num_classes} classes: it was trained with train.regions; "
-                         f"predict with the same regions (config train.regions, or --regions)")
+                         f"softmax over the plan's {num_classes} classes: it was trained with train.regions, "
+                         f"but its model.json names no regions")
     if regions is not None and (not sigmoid or channels != len(regions)):
         raise InputError(f"{path}: predicting with {len(regions)} region(s) ({', '.join(regions)}), but the "
                          f"model outputs {channels} {'sigmoid' if sigmoid else 'softmax'} channel(s): it was "
-                         f"not trained with these regions (config train.regions)")
+                         f"not trained with these regions (its model.json)")
 
 
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
@@ -204,27 +203,28 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
 
 
 # -- The workflow's rules -------------------------------------------------------------------------
-# Both predict with the run's plan and the regions the models were trained with (config
-# train.regions and predict, `section`; the download stage's dataset.ok).
+# Both predict with the run's plan and the regions the models were trained with (each fold's
+# model.json), with config `predict` (`section`); the rules pick the checkpoint's files.
 
 def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
-                 out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict,
-                 regions) -> list[Path]:
-    """Rule `predict`: the validation cases of `fold`, from the preprocess stage's files."""
-    plan = Plan.load(plans)
-    settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
+                 out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict) -> list[Path]:
+    """Rule `predict`: the validation cases of `fold`, from the preprocess stage's files, written in
+    the dataset's format (`dataset_ok`)."""
+    models = load_model_set(plans, [model])
+    settings = PredictSettings.for_models(section, models)
     cases = load_fold(splits, fold)["val"]
     # The dataset's format (validate records dataset.json's file_ending; NIfTI before it did).
     ending = read_json(dataset_ok).get("file_ending", NIFTI)
-    return predict_cases([model], preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
-                         plan.patch_size, plan.label_values, settings, ending)
+    return predict_cases(models.models, preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
+                         models.plan.patch_size, models.plan.label_values, settings, ending)
 
 
 def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path, *,
-                     plans: str | Path, dataset_ok: str | Path, section: dict, regions) -> list[Path]:
+                     plans: str | Path, section: dict) -> list[Path]:
     """Rule `ensemble`: the dataset's test images (imagesTs), probabilities averaged over `models`."""
-    plan = Plan.load(plans)
-    settings = PredictSettings.for_run(section, regions, dataset_ok, plan)
+    model_set = load_model_set(plans, models)
+    plan = model_set.plan
+    settings = PredictSettings.for_models(section, model_set)
     dataset = load_dataset(data_dir)
-    return predict_cases(list(models), raw_inputs(dataset.test, plan), len(dataset.test), out_dir,
+    return predict_cases(model_set.models, raw_inputs(dataset.test, plan), len(dataset.test), out_dir,
                          plan.patch_size, plan.label_values, settings, dataset.file_ending)

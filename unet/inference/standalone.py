@@ -1,27 +1,28 @@
-"""Predicting a folder of new images with the models of a finished run (`python -m unet predict`).
+"""Predicting a folder of new images with trained models (`python -m unet predict`).
 
-The run's folder supplies everything: `plans.json` (preprocessing, patch size, labels) and
-`fold_{k}/model.keras`. Images follow the MSD channel layout: one file per case (NIfTI, NRRD or
-MetaImage: `unet.io.images`) with the channels last or as vector components, or 3D for a single
-channel; a subfolder holding a DICOM series is one case too, named after the folder. Each
+The models come from a run's results folder or a model archive (`unet.inference.archive`), which
+supply everything: `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` and
+`fold_{k}/model.json` (regions). Images follow the MSD channel layout: one file per case (NIfTI,
+NRRD or MetaImage: `unet.io.images`) with the channels last or as vector components, or 3D for a
+single channel; a subfolder holding a DICOM series is one case too, named after the folder. Each
 segmentation is written in its image's own format and grid. Inputs are checked (folder, models,
-channel counts) before any model is loaded, so a wrong call fails in a second with a message
-naming what to fix.
+archive checksums, channel counts) before any model is loaded, so a wrong call fails in seconds
+with a message naming what to fix.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from unet.inference.archive import open_model_folder
+from unet.inference.model_info import model_paths  # noqa: F401 (its home before model.json)
 from unet.inference.predict import InputError, PredictSettings, predict_cases, raw_inputs
 from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_shape
 from unet.io.msd import Case, case_id
 from unet.preprocessing.plan import Plan
-
-_FOLD_DIR = re.compile(r"fold_(\d+)")
 
 
 def image_cases(in_dir: str | Path) -> list[Case]:
@@ -54,33 +55,6 @@ def _holds_dicom(folder: Path) -> bool:
     return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
-def model_paths(results_dir: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
-    """`fold_{k}/model.keras` for the requested folds, or every fold that has one."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise InputError(f"{results_dir}: model folder does not exist; pass a run's results folder "
-                         f"({{results}}/{{task}}, holding plans.json and fold_*/model.keras)")
-    if folds is None:
-        found = sorted((int(m.group(1)), d / "model.keras") for d in results_dir.iterdir()
-                       if (m := _FOLD_DIR.fullmatch(d.name)) and (d / "model.keras").is_file())
-        if not found:
-            raise InputError(f"{results_dir}: no trained models (fold_*/model.keras) in the model folder")
-        return [path for _, path in found]
-    missing = [results_dir / f"fold_{k}" / "model.keras" for k in folds
-               if not (results_dir / f"fold_{k}" / "model.keras").is_file()]
-    if missing:
-        raise InputError(f"{', '.join(map(str, missing))}: no such model; train the fold first or "
-                         f"choose other --folds")
-    return [results_dir / f"fold_{k}" / "model.keras" for k in folds]
-
-
-def load_plan(results_dir: str | Path) -> Plan:
-    path = Path(results_dir) / "plans.json"
-    if not path.is_file():
-        raise InputError(f"{path}: missing; the model folder must hold the run's plans.json")
-    return Plan.load(path)
-
-
 def image_channels(path: Path) -> int:
     """Channel count from the image's header (the voxels are not read)."""
     shape = image_shape(path)
@@ -101,20 +75,27 @@ def check_channels(cases: Sequence[Case], plan: Plan, plans_path: str | Path) ->
                 f"channels along the 4th axis, in that order (MSD layout)")
 
 
-def predict_folder(in_dir: str | Path, out_dir: str | Path, results_dir: str | Path,
-                   folds: Sequence[int] | None = None,
-                   settings: PredictSettings = PredictSettings()) -> list[Path]:
-    """Segment every image in `in_dir` with the fold models of `results_dir`, averaged, and write
-    {out_dir}/{case}{its image's ending} (a folder {case} for a DICOM series; plus {case}.npz with
-    `settings.save_probabilities`)."""
+def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
+                   folds: Sequence[int | str] | None = None, settings: PredictSettings = PredictSettings(),
+                   checkpoint: str | None = None) -> list[Path]:
+    """Segment every image in `in_dir` with the fold models of `model` (a results folder, a model
+    archive or its unpacked folder), averaged, and write {out_dir}/{case}{its image's ending} (a
+    folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
+    `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
+    the models' model.json."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = image_cases(in_dir)
     if out_dir.resolve() == in_dir.resolve():
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would "
                          f"overwrite the images. Choose another output folder")
-    models = model_paths(results_dir, folds)
-    plan = load_plan(results_dir)
-    check_channels(cases, plan, Path(results_dir) / "plans.json")
-    settings = replace(settings, background_outside_mask=plan.nonzero_mask)  # as the workflow does
-    return predict_cases(models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
-                         plan.label_values, settings, {c.id: image_ending(c.image) for c in cases})
+    with contextlib.ExitStack() as stack:
+        source = open_model_folder(model, stack, checkpoint)
+        models = source.model_set(folds)
+        plans = models.plans if source.manifest is None else f"{model}: plans.json"
+        check_channels(cases, models.plan, plans)
+        plan = models.plan
+        # As the workflow does: background outside the non-zero mask; the models' regions.
+        settings = replace(settings, background_outside_mask=plan.nonzero_mask, regions=models.regions,
+                           checkpoint=source.checkpoint)
+        return predict_cases(models.models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
+                             plan.label_values, settings, {c.id: image_ending(c.image) for c in cases})

@@ -5,7 +5,8 @@ broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop
 Checkpoints: `checkpoints/last` every epoch (weights, optimizer state, epoch, Dice EMA) for
 `resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice. Without
 validation cases (fold `all`) the log has no Dice, and the best checkpoint is the final weights.
-A fresh run starts from `settings.init_weights` if set (unet.training.pretrained).
+A fresh run starts from `settings.init_weights` if set (unet.training.pretrained). At the end the
+final and the best weights are saved as prediction models (`model.keras`, `model_best.keras`).
 """
 
 from __future__ import annotations
@@ -231,13 +232,22 @@ class FoldTrainer:
         with atomic_path(path, suffix=".keras") as tmp:
             self.objective.inference_model(self.model).save(tmp)
 
+    def save_best_model(self, path: str | Path) -> None:
+        """Save the best epoch's weights as a prediction model (after `save_model`: this replaces
+        the trained weights in memory)."""
+        self.model.load_weights(self.out_dir / "checkpoints" / "best.weights.h5")
+        self.save_model(path)
+
 
 def train_fold(plan: Plan, settings: TrainSettings, shard_dir, train_ids, val_ids, out_dir,
-               model_path, curves_path=None) -> list[dict]:
-    """Train one fold and write the final model, the training log and the curves PNG."""
+               model_path, curves_path=None, best_model_path=None) -> list[dict]:
+    """Train one fold and write the final model, the best model (with `best_model_path`), the
+    training log and the curves PNG."""
     trainer = FoldTrainer(plan, settings, shard_dir, train_ids, val_ids, out_dir)
     rows = trainer.run()
     trainer.save_model(model_path)
+    if best_model_path:
+        trainer.save_best_model(best_model_path)
     if curves_path:
         plot_training_curves(rows, curves_path)
     return rows

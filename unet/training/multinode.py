@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from unet.config import EXECUTION_SETTINGS
 from unet.data.splits import Fold, load_fold
+from unet.inference.model_info import CHECKPOINTS, write_model_info
 from unet.inference.regions import regions_from_setting
 from unet.io.atomic import read_json, write_json
 from unet.training.settings import TrainSettings
@@ -89,14 +91,25 @@ def worker_outputs(out_dir: str | os.PathLike, model_path: str | os.PathLike, cu
         yield scratch, scratch / Path(model_path).name, None
 
 
+def trained_settings(settings: TrainSettings) -> dict:
+    """The settings recorded with the model (model.json): those that change the result."""
+    skip = {*EXECUTION_SETTINGS["train"], "input_memory_mb"}
+    return {key: value for key, value in asdict(settings).items() if key not in skip}
+
+
 def train_worker(job: TrainJob, rank: int = 0) -> None:
-    """Train `job` as worker `rank` (0: the only worker, or the one that writes the fold)."""
+    """Train `job` as worker `rank` (0: the only worker, or the one that writes the fold): the
+    final and best models, then the model.json that describes them (unet.inference.model_info)."""
     from unet.preprocessing.plan import Plan
     from unet.training.loop import train_fold
 
     with worker_outputs(job.out_dir, job.model, job.curves, rank, job.settings.resume) as (out_dir, model, curves):
-        train_fold(Plan.load(job.plans), job.settings, job.shards, job.train, job.val, out_dir=out_dir,
-                   model_path=model, curves_path=curves)
+        plan = Plan.load(job.plans)
+        rows = train_fold(plan, job.settings, job.shards, job.train, job.val, out_dir=out_dir,
+                          model_path=model, curves_path=curves,
+                          best_model_path=Path(model).with_name(CHECKPOINTS["best"]))
+        write_model_info(Path(model).parent, plans=job.plans, regions=job.settings.regions, rows=rows,
+                         train=trained_settings(job.settings), configuration=plan.configuration)
 
 
 def main(argv: Sequence[str]) -> None:
