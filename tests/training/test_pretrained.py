@@ -81,7 +81,6 @@ def test_a_results_folder_gives_fold_all_else_its_only_fold(tmp_path):
 @pytest.mark.parametrize("name,error,match", [
     ("missing.keras", FileNotFoundError, "no such model file or folder"),
     ("weights.h5", ValueError, "expected a Keras model file"),
-    ("model.zip", ValueError, "model archives"),
     ("empty", FileNotFoundError, "no model.keras and no fold_"),
 ])
 def test_what_is_no_model_says_so(tmp_path, name, error, match):
@@ -89,6 +88,35 @@ def test_what_is_no_model_says_so(tmp_path, name, error, match):
         (tmp_path / name).mkdir() if name == "empty" else _touch(tmp_path / name)
     with pytest.raises(error, match=match):
         initial_weights(tmp_path / name)
+
+
+def test_a_model_archive_is_itself_the_input_and_gives_its_fold_all_or_only_fold(demo_workspace, tmp_path):
+    """`train.init_weights: model.zip` (python -m unet export): the archive is the file that retrains
+    when it changes; its network is loaded after the archive is verified."""
+    import json
+
+    from unet.inference.archive import export_archive
+    from unet.inference.model_info import write_model_info
+
+    plan = demo_workspace.plan
+    run = tmp_path / "run"
+    _touch(run / "plans.json").write_text(json.dumps(plan.to_json()))
+    sources = {}
+    for seed, fold in enumerate(("0", "1", "all")):
+        sources[fold] = _save_source(plan, _touch(run / f"fold_{fold}" / "model.keras"), seed=seed,
+                                     deep_supervision=False)
+        write_model_info(run / f"fold_{fold}", plans=run / "plans.json", regions=None, rows=[{"epoch": 0}], train={})
+    x = np.random.default_rng(0).normal(size=(1, *plan.patch_size, plan.num_channels)).astype(np.float32)
+    for folds, taken in ((None, "all"), ([1], "1")):
+        archive = export_archive(run, tmp_path / f"{taken}.zip", folds=folds)
+        assert initial_weights(archive) == archive
+        target = Objective(plan, TrainSettings(deep_supervision=False)).build_model()
+        transfer = load_initial_weights(target, archive)
+        assert transfer.fresh == {} and transfer.source == archive
+        np.testing.assert_array_equal(sources[taken].predict_on_batch(x), target.predict_on_batch(x))
+    with pytest.raises(ValueError, match="holds the models of folds 0, 1 and no fold all"):
+        load_initial_weights(Objective(plan, TrainSettings()).build_model(),
+                             export_archive(run, tmp_path / "two.zip", folds=[0, 1]))
 
 
 # -- what is copied --------------------------------------------------------------------------------

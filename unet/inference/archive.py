@@ -174,6 +174,10 @@ def _check_manifest(manifest, where: Path) -> dict:
                          f"is corrupted")
     for name in members:
         _member_path(name, where)
+    try:
+        [parse_fold(k) for k in manifest["folds"]]
+    except ValueError as exc:
+        raise InputError(f"{where}: {MANIFEST} lists {exc}; the archive is corrupted") from None
     return manifest
 
 

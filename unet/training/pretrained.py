@@ -4,7 +4,9 @@
 workflow makes that file an input of `train`, so a changed file retrains): a `.keras` file; a fold
 folder holding `model.keras`; or a run's results folder (or an unpacked model archive) holding
 `fold_*/model.keras`, where `fold_all` is taken if there is one, else the only fold (with several,
-name the one to start from: `.../fold_0/model.keras`).
+name the one to start from: `.../fold_0/model.keras`); or a model archive (`model.zip`, from
+`python -m unet export`), itself the input, unpacked and verified when the weights are loaded,
+where the same choice of fold is made.
 
 `load_initial_weights(model, path)` copies that model's weights into the training model layer by
 layer, matched by name, where every weight has the same shape. The output heads (`head`, and the
@@ -30,10 +32,8 @@ def initial_weights(path: str | os.PathLike) -> Path:
     """The `.keras` file that `path` (a model file, a fold folder or a results folder) names."""
     path = Path(path)
     if path.is_file():
-        if path.suffix == ".zip":
-            # The model archive's reader (`python -m unet export`) plugs in here.
-            raise ValueError(f"{path}: model archives are not read here yet; unpack it and give the "
-                             f"folder, or a fold's {MODEL_FILE}")
+        if path.suffix == ".zip":  # a model archive: unpacked by `load_initial_weights`
+            return path
         if path.suffix != ".keras":
             raise ValueError(f"{path}: expected a Keras model file (.keras) or a folder of them")
         return path
@@ -101,7 +101,10 @@ def load_initial_weights(model, path: str | os.PathLike) -> Transfer:
     import keras  # here, so that the workflow can resolve paths without loading Keras
 
     source_path = initial_weights(path)
-    source = keras.saving.load_model(str(source_path), compile=False)
+    if source_path.suffix == ".zip":
+        source = _archive_model(source_path)
+    else:
+        source = keras.saving.load_model(str(source_path), compile=False)
     copy, fresh, problems = plan_transfer(source, model)
     if problems:
         raise ValueError(f"config train.init_weights: {source_path} does not fit this network (another "
@@ -111,3 +114,22 @@ def load_initial_weights(model, path: str | os.PathLike) -> Transfer:
     for name in copy:
         model.get_layer(name).set_weights(layers[name].get_weights())
     return Transfer(source_path, tuple(copy), fresh)
+
+
+def _archive_model(path: Path):
+    """The network a model archive holds for fine-tuning: fold_all's, else its only fold's
+    (checksums verified first: unet.inference.archive)."""
+    import contextlib
+
+    import keras
+
+    from unet.inference.archive import open_model_folder
+
+    with contextlib.ExitStack() as stack:
+        archive = open_model_folder(path, stack)
+        folds = archive.manifest["folds"]
+        if "all" not in folds and len(folds) != 1:
+            raise ValueError(f"{path}: holds the models of folds {', '.join(map(str, folds))} and no fold all; "
+                             f"export the one to start from (`python -m unet export --folds K`)")
+        [model] = archive.model_set(["all"] if "all" in folds else folds).models
+        return keras.saving.load_model(str(model), compile=False)
