@@ -90,4 +90,4 @@ def test_regions_is_a_deprecated_no_op(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: --regions is deprecated and ignored" in err and "model.json" in err
     assert code == 1 and "dataset.ok" not in err and "Traceback" not in err
-    assert f"{tmp_path / 'images'}: no NIfTI images" in err  # the call went on as without it
+    assert f"{tmp_path / 'images'}: no images in the input folder" in err  # the call went on as without it

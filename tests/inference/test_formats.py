@@ -18,9 +18,10 @@ FORMATS = {"a": ".nrrd", "b": ".mha", "c": ".mhd", "d": ".nii.gz", "e": DICOM_SE
 
 
 @pytest.fixture(scope="module")
-def one_channel_results(preprocessed_demo, tmp_path_factory):
+def one_channel_results(preprocessed_demo, tmp_path_factory, describe):
     """The demo's plan cut to its first channel (DICOM series hold one), with an untrained
-    network of that plan in fold_0: its segmentations are arbitrary but deterministic."""
+    network of that plan in fold_0 (and its model.json): its segmentations are arbitrary but
+    deterministic."""
     import keras
 
     from unet.io.atomic import write_json
@@ -34,6 +35,7 @@ def one_channel_results(preprocessed_demo, tmp_path_factory):
     keras.utils.set_random_seed(5)
     (results / "fold_0").mkdir(parents=True)
     build_from_plan(Plan.from_json(plans)).save(results / "fold_0" / "model.keras")
+    describe(results / "fold_0", results / "plans.json")
     return results
 
 

@@ -175,9 +175,10 @@ def test_the_prediction_rules_read_the_runs_files(preprocessed_demo, saved_model
         describe(models[-1].parent, tmp_path / "plans.json")
     ids = [case.id for case in dataset.training]
     write_json(tmp_path / "splits.json", [{"train": ids[1:], "val": ids[:1]}, {"train": ids[:1], "val": ids[1:]}])
+    write_json(tmp_path / "dataset.ok", {"regions": {}})  # the dataset's format: NIfTI (no file_ending)
     run = {"plans": tmp_path / "plans.json", "section": {"overlap": 0.25, "batch_size": 8}}
     written = predict_fold(models[0], tmp_path / "splits.json", 1, preprocessed_demo.preprocessed,
-                           tmp_path / "fold_1", **run)
+                           tmp_path / "fold_1", dataset_ok=tmp_path / "dataset.ok", **run)
     assert written == [tmp_path / "fold_1" / f"{cid}.nii.gz" for cid in ids[1:]]
     written = predict_test_set(models, dataset.root, tmp_path / "test", **run)
     assert written == [tmp_path / "test" / f"{case.id}.nii.gz" for case in dataset.test]
