@@ -10,8 +10,9 @@ rule export:
         plans=res("plans.json"),
         models=[model_file(fold) for fold in FOLDS],
         infos=expand(res("fold_{fold}", "model.json"), fold=FOLDS),
-        # The run's postprocessing travels with its models (chosen on every fold's CV predictions).
-        postprocessing=res("postprocessing.json"),
+        # The run's postprocessing travels with its models (chosen on the CV folds' predictions;
+        # fold `all` alone has none).
+        postprocessing=[res("postprocessing.json")] if CV_FOLDS else [],
     output:
         res("model.zip"),
     params:

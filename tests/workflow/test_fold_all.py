@@ -61,6 +61,36 @@ def test_fold_all_trains_on_every_case_and_predicts_the_test_set(fold_all_run):
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, _config(tmp, "again.yaml", ["all"]), "--dry-run")) == {}
 
 
+def test_fold_all_exports_an_archive_that_predicts_as_the_run(fold_all_run):
+    """`snakemake export` with fold `all` alone: no postprocessing to carry; its best checkpoint is
+    its final network (no validation); the archive predicts the test set as `ensemble` did."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import nibabel as nib
+    import numpy as np
+
+    tmp, config = fold_all_run
+    results = tmp / "results" / "demo"
+    info = json.loads((results / "fold_all" / "model.json").read_text())
+    assert info["checkpoints"]["best"]["epoch"] == info["checkpoints"]["final"]["epoch"] == 0
+    result = WORKFLOW.snakemake(tmp, config, "export")
+    assert result.returncode == 0, result.stderr[-5000:]
+    with zipfile.ZipFile(results / "model.zip") as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["folds"] == ["all"] and "postprocessing.json" not in manifest["members"]
+    assert {"fold_all/model.keras", "fold_all/model.json", "plans.json", "config.json"} <= set(manifest["members"])
+    out = tmp / "from_archive"
+    predicted = subprocess.run(
+        [sys.executable, "-m", "unet", "predict", "-i", str(tmp / "data" / "demo" / "imagesTs"), "-o", str(out),
+         "-m", str(results / "model.zip"), "--overlap", "0.25", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    for path in sorted((results / "predictions" / "test").glob("*.nii.gz")):
+        np.testing.assert_array_equal(np.asarray(nib.load(out / path.name).dataobj), np.asarray(nib.load(path).dataobj))
+
+
 def test_adding_the_cv_folds_evaluates_them_and_not_fold_all(fold_all_run):
     tmp, _ = fold_all_run
     result = WORKFLOW.snakemake(tmp, _config(tmp, "cv.yaml", [0, 1, "all"]), "--dry-run")
