@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from unet.data import augmentation as aug
 from unet.data.augmentation import AugmentSettings, augmented_patch, intensity_augment, mirror, spatial_patch
 from unet.data.sampling import crop
 from unet.data.spatial import elastic_displacement, rotation_matrix, sample_through_grid
@@ -32,72 +31,6 @@ def _smooth_case(shape=(28, 30, 26)):
 
 def _only(**probabilities):
     return dataclasses.replace(AugmentSettings.off(), **probabilities)
-
-
-# -- each intensity transform's effect -------------------------------------------------------
-
-def test_gaussian_noise_adds_small_noise():
-    image = np.zeros(PATCH + (2,), np.float32)
-    out = aug.gaussian_noise(image, _seed(1)).numpy()
-    assert 0 < out.std() <= 0.1 + 0.01
-    assert abs(out.mean()) < 0.01
-
-
-def test_gaussian_blur_smooths_chosen_channels_and_keeps_constants():
-    image = _noise()
-    out = aug.gaussian_blur(image, _seed(2), per_channel=1.0).numpy()
-    assert out[..., 0].std() < 0.7 * image[..., 0].std() and out[..., 1].std() < 0.7 * image[..., 1].std()
-    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), image.mean(axis=(0, 1, 2)), atol=0.02)
-    untouched = aug.gaussian_blur(image, _seed(2), per_channel=0.0).numpy()
-    np.testing.assert_array_equal(untouched, image)
-    const = np.full(PATCH + (2,), 3.0, np.float32)
-    np.testing.assert_allclose(aug.gaussian_blur(const, _seed(3), per_channel=1.0).numpy(), const, rtol=1e-5)
-
-
-def test_multiplicative_brightness_scales_each_channel():
-    image = _noise() + 5.0
-    out = aug.multiplicative_brightness(image, _seed(3)).numpy()
-    ratio = out / image
-    for c in range(2):
-        assert np.ptp(ratio[..., c]) < 1e-5
-        assert 0.75 <= ratio[..., c].mean() <= 1.25
-
-
-def test_contrast_keeps_mean_and_range():
-    image = _noise()
-    out = aug.contrast(image, _seed(4)).numpy()
-    assert not np.allclose(out, image)
-    for c in range(2):
-        assert out[..., c].min() >= image[..., c].min() and out[..., c].max() <= image[..., c].max()
-        inner = np.abs(image[..., c] - image[..., c].mean()) < 1.0  # not clipped there: a linear map
-        slope = np.polyfit(image[..., c][inner], out[..., c][inner], 1)[0]
-        assert 0.75 <= slope <= 1.25
-
-
-def test_low_resolution_is_blocky_and_keeps_constants():
-    image = _noise()
-    out = aug.low_resolution(tf.constant(image), _seed(5), scale_range=(0.5, 0.5), per_channel=1.0).numpy()
-    assert out.shape == image.shape
-    # Half resolution: neighbours along each axis are interpolated from 8 source values, less rough.
-    rough = lambda x: np.abs(np.diff(x, axis=0)).mean()  # noqa: E731
-    assert rough(out) < 0.8 * rough(image)
-    untouched = aug.low_resolution(tf.constant(image), _seed(5), per_channel=0.0).numpy()
-    np.testing.assert_allclose(untouched, image, atol=1e-6)
-    const = np.full(PATCH + (2,), -2.0, np.float32)
-    np.testing.assert_allclose(aug.low_resolution(tf.constant(const), _seed(6), per_channel=1.0).numpy(),
-                               const, atol=1e-6)
-
-
-@pytest.mark.parametrize("invert", [False, True])
-def test_gamma_keeps_mean_std_and_order(invert):
-    image = _noise()
-    out = aug.gamma(image, _seed(7), invert=invert).numpy()
-    assert not np.allclose(out, image, atol=1e-4)
-    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), image.mean(axis=(0, 1, 2)), atol=1e-4)
-    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), image.std(axis=(0, 1, 2)), rtol=1e-3)
-    for c in range(2):  # a monotonic map: the voxel order is kept
-        order = np.argsort(image[..., c].ravel())
-        assert np.all(np.diff(out[..., c].ravel()[order]) >= -1e-5)
 
 
 # -- probabilities 0 and 1 --------------------------------------------------------------------
@@ -355,3 +288,47 @@ def test_a_case_with_a_zero_border_gives_the_same_patch():
     settings = _only(p_rotation=0.0)  # the plain crop honours the border too
     cropped = spatial_patch(padded_image, padded_seg, tf.constant([2, 3, 4]), PATCH, settings, _seed(1), border=1)
     np.testing.assert_array_equal(cropped[0].numpy(), crop(image, [2, 3, 4], PATCH).numpy())
+
+
+# -- 2D patches: one voxel thick along the slice axis, augmented in the plane -------------------
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_nnunet_2d_settings_work_in_the_plane(slice_axis):
+    plane = tuple(a for a in range(3) if a != slice_axis)
+    settings = AugmentSettings.nnunet_2d((32, 32), slice_axis, mask_channels=[1])
+    assert settings.rotation_axes == (slice_axis,) and settings.rotation == pytest.approx(math.pi)
+    assert (settings.scaling_axes == settings.elastic_axes == settings.low_resolution_axes == settings.blur_axes
+            == settings.mirror_axes == plane)
+    assert settings.mask_channels == (1,) and settings.p_elastic == 0.0
+    # nnU-Net's 2d rotates an elongated patch (sides more than 1.5x apart) by 15 degrees at most.
+    assert AugmentSettings.nnunet_2d((32, 64), slice_axis).rotation == pytest.approx(math.radians(15))
+    assert AugmentSettings.nnunet_2d((32, 32), slice_axis, elastic=True).p_elastic == 0.2
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_a_2d_patch_stays_in_its_slice_under_every_transform(slice_axis):
+    """Rotated, scaled, deformed, blurred, degraded and mirrored in the plane, a patch one voxel
+    thick still reads only its own slice: a case whose channel 0 is the slice coordinate reads
+    back exactly that coordinate."""
+    shape = [64, 64, 64]  # room for the patch rotated and scaled up
+    patch = [24, 24, 24]
+    patch[slice_axis] = 1
+    ramp = np.arange(64, dtype=np.float32).reshape([-1 if a == slice_axis else 1 for a in range(3)])
+    image = np.stack([np.broadcast_to(ramp + 1.0, shape), _noise(tuple(shape) + (1,), 2)[..., 0]], -1).astype(np.float32)
+    seg = (np.abs(_noise(tuple(shape) + (1,), 3)[..., 0]) > 1).astype(np.uint8)
+    start = tf.constant([(n - p) // 2 for n, p in zip(shape, patch)])
+    settings = dataclasses.replace(AugmentSettings.nnunet_2d((24, 24), slice_axis, elastic=True), p_rotation=1.0,
+                                   p_scaling=1.0, p_elastic=1.0)
+    for i in range(3):
+        both = spatial_patch(image, seg, start, patch, settings, _seed(i, 5))[0].numpy()
+        np.testing.assert_allclose(both[..., 0], 31 + 1.0, atol=1e-4)  # slice 31: (64 - 1) // 2
+        assert not np.allclose(both[..., 1], crop(image, start, patch).numpy()[..., 1])  # the plane did move
+    # Every intensity transform on the thick patch too (the blur and low resolution in the plane).
+    everything = dataclasses.replace(settings, p_noise=1.0, p_blur=1.0, p_brightness=1.0, p_contrast=1.0,
+                                     p_low_resolution=1.0, p_gamma_inverted=1.0, p_gamma=1.0, p_mirror=1.0,
+                                     blur_per_channel=1.0, low_resolution_per_channel=1.0)
+    img_p, seg_p = augmented_patch(image, seg, start, patch, everything, _seed(7))
+    assert img_p.shape == tuple(patch) + (2,) and seg_p.shape == tuple(patch)
+    assert np.isfinite(img_p.numpy()).all()
+    plain = crop(image, start, patch).numpy()
+    assert not np.allclose(img_p.numpy()[..., 1], plain[..., 1])

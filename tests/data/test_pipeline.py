@@ -174,3 +174,70 @@ def test_case_sampling(shard_dir, patches_per_case):
     else:
         assert mixed >= 2 / 3
         assert set(np.unique(cases)) == {1.0, 2.0, 3.0}
+
+
+# -- 2D patches (a 2d plan's) from the same 3D shards --------------------------------------------
+
+@pytest.fixture(scope="module")
+def coordinate_shards(tmp_path_factory):
+    """Three cases whose channels 0-2 are each voxel's x, y, z (plus 1) and channel 3 the case's
+    number, with one foreground voxel each."""
+    root = tmp_path_factory.mktemp("coordinates")
+    for number, (cid, shape) in enumerate({"u": (20, 14, 12), "v": (12, 18, 16), "w": (16, 16, 10)}.items(), 1):
+        grids = np.meshgrid(*[np.arange(n, dtype=np.float32) + 1 for n in shape], indexing="ij")
+        save_npy(root / "pre" / f"{cid}.npy", np.stack([*grids, np.full(shape, number, np.float32)], axis=-1))
+        seg = np.zeros(shape, np.uint8)
+        seg[3, 4, 5] = 1
+        save_npy(root / "pre" / f"{cid}_seg.npy", seg)
+    write_shards(root / "pre", ["u", "v", "w"], root / "shards")
+    return root / "shards"
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_2d_batches_are_slices_along_the_plan_s_slice_axis(coordinate_shards, slice_axis):
+    plane = [a for a in range(3) if a != slice_axis]
+    ds = training_dataset(coordinate_shards, ["u", "v", "w"], (8, 6), batch_size=6, oversampling=0.5, seed=1,
+                          augment=False, slice_axis=slice_axis)
+    for image, seg in _take(ds, 4):
+        assert image.shape == (6, 8, 6, 4) and seg.shape == (6, 8, 6)
+        for patch in image:
+            assert np.all(patch[..., slice_axis] == patch[0, 0, slice_axis])
+            np.testing.assert_array_equal(np.diff(patch[..., plane[0]], axis=0), 1.0)
+            np.testing.assert_array_equal(np.diff(patch[..., plane[1]], axis=1), 1.0)
+    # Oversampled patches hold the foreground voxel, in its slice.
+    ds = training_dataset(coordinate_shards, ["u", "v", "w"], (8, 6), batch_size=4, oversampling=1.0, seed=2,
+                          augment=False, slice_axis=slice_axis)
+    for image, seg in _take(ds, 2):
+        assert np.all(seg.reshape(4, -1).sum(axis=1) == 1)
+        assert np.all(image[..., slice_axis] == (3, 4, 5)[slice_axis] + 1)
+
+
+@pytest.mark.parametrize("per_case", [1, 2])
+def test_a_2d_batch_draws_its_slices_from_several_cases(coordinate_shards, per_case):
+    """NVIDIA's --nvol: a batch of 6 slices from 6 / `per_case` case draws, `per_case` each."""
+    ds = training_dataset(coordinate_shards, ["u", "v", "w"], (8, 8), batch_size=6, oversampling=0.33, seed=3,
+                          augment=False, patches_per_case=per_case, slice_axis=2)
+    cases_per_batch = []
+    for image, _ in _take(ds, 6):
+        numbers = image[:, 0, 0, 3]
+        assert np.all(image[..., 3] == numbers[:, None, None])
+        groups = numbers.reshape(-1, per_case)
+        assert np.all(groups == groups[:, :1])  # consecutive patches of one draw share the case
+        cases_per_batch.append(len(set(numbers.tolist())))
+    assert max(cases_per_batch) >= 2
+
+
+def test_augmented_2d_batches(coordinate_shards):
+    ds = training_dataset(coordinate_shards, ["u", "v", "w"], (8, 8), batch_size=4, oversampling=1.0, seed=4,
+                          augment=True, elastic=True, slice_axis=0, threads=1)
+    held = 0
+    for image, seg in _take(ds, 4):
+        assert image.shape == (4, 8, 8, 4) and seg.shape == (4, 8, 8) and np.isfinite(image).all()
+        held += int((seg.reshape(4, -1).max(axis=1) == 1).sum())
+    assert held >= 10  # rotated or scaled patches may lose the single voxel now and then
+
+
+def test_2d_validation_patches(coordinate_shards):
+    images, segs = validation_patches(coordinate_shards, ["u", "v"], (8, 8), 6, seed=0, slice_axis=1)
+    assert images.shape == (6, 8, 8, 4) and segs.shape == (6, 8, 8)
+    assert np.all(images[..., 1] == images[:, :1, :1, 1])

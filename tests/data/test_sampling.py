@@ -154,3 +154,60 @@ def test_a_probability_of_one_or_zero_decides_the_patch():
         never = patch_start((40, 40, 40), fg, (8, 8, 8), tf.constant(0.0), _seed(i)).numpy()
         assert always.tolist() == [0, 0, 0]
         assert never.tolist() != [0, 0, 0]
+
+
+# -- 2D patches: slices along the plan's slice axis ------------------------------------------
+
+def _coordinates(shape):
+    """An image whose channel a is the voxel's coordinate along axis a, plus 1 (0 is padding)."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) + 1 for n in shape], indexing="ij")
+    return np.stack(grids, axis=-1)
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_a_2d_patch_is_a_crop_of_one_slice_along_the_slice_axis(slice_axis):
+    shape = (20, 24, 18)
+    image, seg = _coordinates(shape), np.zeros(shape, np.uint8)
+    plane = [a for a in range(3) if a != slice_axis]
+    slices = set()
+    for i in range(30):
+        img, seg_patch = random_patch(image, seg, _no_fg(), (8, 6), 0.0, _seed(i), slice_axis=slice_axis)
+        img = img.numpy()
+        assert img.shape == (8, 6, 3) and seg_patch.shape == (8, 6)
+        along = img[..., slice_axis]
+        assert np.all(along == along[0, 0])  # one slice
+        slices.add(float(along[0, 0]))
+        # The in-plane axes, in order, run along the patch's two axes, a voxel per step.
+        first, second = img[..., plane[0]], img[..., plane[1]]
+        np.testing.assert_array_equal(np.diff(first, axis=0), 1.0)
+        np.testing.assert_array_equal(np.diff(first, axis=1), 0.0)
+        np.testing.assert_array_equal(np.diff(second, axis=1), 1.0)
+        np.testing.assert_array_equal(np.diff(second, axis=0), 0.0)
+    assert len(slices) > 8  # uniform slices, not always the same one
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_a_2d_patch_centred_on_foreground_takes_the_location_s_slice(slice_axis):
+    shape = (20, 24, 18)
+    image, seg = _coordinates(shape), np.zeros(shape, np.uint8)
+    voxel = (13, 5, 11)
+    seg[voxel] = 1
+    locations = locations_from_seg(seg)
+    plane = [a for a in range(3) if a != slice_axis]
+    for i in range(5):
+        img, seg_patch = random_patch(image, seg, locations, (8, 8), 1.0, _seed(i), slice_axis=slice_axis)
+        img, seg_patch = img.numpy(), seg_patch.numpy()
+        assert np.all(img[..., slice_axis] == voxel[slice_axis] + 1)
+        assert seg_patch.sum() == 1
+        where = tuple(int(w[0]) for w in np.nonzero(seg_patch))
+        assert tuple(img[where][plane] - 1) == tuple(voxel[a] for a in plane)  # the voxel itself
+
+
+def test_volume_patch_inserts_the_slice_axis():
+    from unet.data.sampling import volume_patch
+
+    assert volume_patch((32, 16), 0) == (1, 32, 16)
+    assert volume_patch((32, 16), 2) == (32, 16, 1)
+    assert volume_patch((8, 8, 8), None) == (8, 8, 8)
+    with pytest.raises(ValueError):
+        volume_patch((8, 8, 8), 1)

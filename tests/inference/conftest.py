@@ -53,17 +53,18 @@ def trained_results(preprocessed_demo, tmp_path_factory):
     return results
 
 
-def describe_fold(fold_dir, plans, regions=None):
+def describe_fold(fold_dir, plans, regions=None, configuration="3d_fullres"):
     """The model.json the train stage writes beside a fold's networks, for networks made here."""
     from unet.inference.model_info import write_model_info
 
     return write_model_info(fold_dir, plans=plans, regions=regions, train={},
-                            rows=[{"epoch": 0, "ema_val_dice": 0.5}])
+                            rows=[{"epoch": 0, "ema_val_dice": 0.5}], configuration=configuration)
 
 
 @pytest.fixture(scope="session")
 def describe():
-    """`describe_fold(fold_dir, plans, regions=None)`: write a model.json for a network made in a test."""
+    """`describe_fold(fold_dir, plans, regions=None, configuration="3d_fullres")`: write a model.json
+    for a network made in a test."""
     return describe_fold
 
 

@@ -269,3 +269,78 @@ def test_background_outside_the_nonzero_mask():
     regions = background_outside(probs, image, regions=True)
     assert not regions[~inside].any() and np.array_equal(regions[inside], probs[inside])
     assert np.all(probs == 1 / 3)  # the input is left alone
+
+
+# -- a 2d configuration: a 2D network over every slice ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_2d(preprocessed_demo, tmp_path_factory, describe):
+    """plans.json whose 2d configuration is a small 2D network, and an untrained model of it."""
+    import dataclasses
+
+    import keras
+
+    from unet.model.network import build_from_plan
+    from unet.preprocessing.plan import Plan
+
+    plans = preprocessed_demo.plans
+    plan = dataclasses.replace(Plan.from_plans(plans, "2d"), patch_size=(24, 16), filters=(4, 8),
+                               strides=((1, 1), (2, 2)), kernels=((3, 3),) * 2)
+    root = tmp_path_factory.mktemp("run_2d")
+    write_json(root / "plans.json", {**plans, "configurations": {**plans["configurations"], "2d": plan.to_json()}})
+    write_json(root / "dataset.ok", {"regions": {}})
+    keras.utils.set_random_seed(5)
+    build_from_plan(plan).save(root / "model.keras")
+    describe(root, root / "plans.json", configuration="2d")
+    return SimpleNamespace(root=root, plan=plan, model=root / "model.keras")
+
+
+def test_a_2d_configuration_predicts_every_slice_and_restores_to_the_raw_grid(preprocessed_demo, run_2d, tmp_path):
+    """The rules with configuration 2d: the validation cases (from the shared 3D preprocessed
+    files) and the test set (preprocessed as 3d_fullres) come out in their raw grids, and the
+    probabilities are those of the 2D sliding window applied slice by slice by hand, restored."""
+    import keras
+
+    from unet.inference.predict import background_outside
+    from unet.inference.restore import restore_probabilities
+    from unet.inference.sliding_window import sliding_window_inference
+    from unet.preprocessing.geometry import CaseGeometry
+
+    plan, dataset = run_2d.plan, preprocessed_demo.dataset
+    assert plan.slice_axis == 2 and preprocessed_demo.plan.spacing[:2] == plan.spacing
+    ids = [case.id for case in dataset.training]
+    write_json(tmp_path / "splits.json", [{"train": ids[1:], "val": ids[:1]}, {"train": ids[:1], "val": ids[1:]}])
+    section = {"overlap": 0.5, "batch_size": 6, "tta": True, "save_probabilities": True}
+    run = {"plans": run_2d.root / "plans.json", "section": section}
+    written = predict_fold(run_2d.model, tmp_path / "splits.json", 0, preprocessed_demo.preprocessed,
+                           tmp_path / "fold_0", dataset_ok=run_2d.root / "dataset.ok", **run)
+    assert written == [tmp_path / "fold_0" / f"{ids[0]}.nii.gz"]
+    _check_prediction(written[0], dataset.training[0].image, plan.label_values)
+    test = predict_test_set([run_2d.model], dataset.root, tmp_path / "test", **run)
+    assert [p.name for p in test] == [f"{case.id}.nii.gz" for case in dataset.test]
+    _check_prediction(test[0], dataset.test[0].image, plan.label_values)
+
+    predictor = ensemble_predictor([keras.saving.load_model(str(run_2d.model), compile=False)], tta=True)
+    image = np.load(preprocessed_demo.preprocessed / f"{ids[0]}.npy")
+    by_hand = np.stack([sliding_window_inference(image[:, :, z], predictor, plan.patch_size, overlap=0.5)
+                        for z in range(image.shape[2])], axis=2)
+    by_hand = background_outside(by_hand, image, regions=False)  # the demo's plan z-scores in the mask
+    geometry = CaseGeometry.load(preprocessed_demo.preprocessed / f"{ids[0]}.json")
+    with np.load(tmp_path / "fold_0" / f"{ids[0]}.npz") as npz:
+        np.testing.assert_allclose(npz["probabilities"], restore_probabilities(by_hand, geometry), atol=1e-5)
+
+
+def test_a_2d_plan_takes_its_slices_from_the_fullres_data_only_at_the_same_spacing(run_2d, tmp_path):
+    import dataclasses
+
+    from unet.inference.predict import preprocessing_plan
+    from unet.io.atomic import read_json
+    from unet.preprocessing.plan import Plan
+
+    plans = read_json(run_2d.root / "plans.json")
+    assert preprocessing_plan(run_2d.root / "plans.json", run_2d.plan) == Plan.from_json(plans)
+    fullres = Plan.from_json(plans)
+    assert preprocessing_plan(run_2d.root / "plans.json", fullres) is fullres
+    coarser = dataclasses.replace(run_2d.plan, spacing=(2.0, 2.0))
+    with pytest.raises(ValueError, match="not the 3d_fullres spacing"):
+        preprocessing_plan(run_2d.root / "plans.json", coarser)

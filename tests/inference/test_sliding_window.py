@@ -8,6 +8,7 @@ import pytest
 from unet.inference.sliding_window import (
     gaussian_importance_map,
     sliding_window_inference,
+    sliding_window_slices,
     window_starts,
 )
 
@@ -248,3 +249,34 @@ def test_convolution_predictor_gives_the_convolution_of_the_whole_image(blend):
     assert np.corrcoef(out[interior].ravel(), expected[interior].ravel())[0, 1] > (0.99 if blend == "gaussian" else 0.98)
     # And the blend is not the identity: the output really is the convolution, not the input.
     assert np.abs(out - volume[..., 0])[interior].mean() > 2 * error.mean()
+
+
+# sliding_window_slices: a 2D predictor over every slice of a volume -----------------------------
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+@pytest.mark.parametrize("blend", BLENDS)
+def test_slices_give_the_2d_sliding_window_of_each_slice(volume, slice_axis, blend):
+    """The batched run over all slices is, slice by slice, the 2D sliding window of that slice by
+    hand (a window-dependent predictor, windows batched across slices, a padded axis)."""
+    calls = []
+
+    def predictor(batch):
+        calls.append(len(batch))
+        assert batch.ndim == 4  # 2D windows (B, pa, pb, C)
+        return window_dependent(batch)
+
+    patch = (8, 20)  # the second in-plane axis (23 or 18 voxels) needs one or more windows
+    out = sliding_window_slices(volume, predictor, patch, slice_axis, overlap=0.5, blend=blend, batch_size=5)
+    assert out.shape == volume.shape[:3] + (2,) and out.flags.c_contiguous
+    assert max(calls) == 5
+    for i in range(volume.shape[slice_axis]):
+        by_hand = sliding_window_inference(np.take(volume, i, axis=slice_axis), window_dependent, patch,
+                                           overlap=0.5, blend=blend, batch_size=1)
+        np.testing.assert_allclose(np.take(out, i, axis=slice_axis), by_hand, rtol=1e-6, atol=1e-7)
+
+
+def test_slices_reject_a_3d_patch_or_a_bad_axis(volume):
+    with pytest.raises(ValueError, match="2-entry patch_size"):
+        sliding_window_slices(volume, one_hot_positive, (8, 8, 8), 2)
+    with pytest.raises(ValueError, match="slice axis"):
+        sliding_window_slices(volume, one_hot_positive, (8, 8), 3)

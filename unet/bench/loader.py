@@ -42,11 +42,11 @@ from unet.bench.synthetic import NESTED_LABELS
 
 
 def ours(shard_dir: Path, ids: list[str], patch, batch: int, cores: int, seconds: float,
-         warmup: int, elastic: bool = False) -> dict:
+         warmup: int, elastic: bool = False, patches_per_case: int = 4) -> dict:
     from unet.data.pipeline import training_dataset
 
     dataset = training_dataset(shard_dir, ids, patch, batch, oversampling=0.33, seed=0, augment=True,
-                               elastic=elastic, threads=cores)
+                               elastic=elastic, threads=cores, patches_per_case=patches_per_case)
     batches = iter(dataset)
     result = timed(lambda: next(batches), batch, warmup, seconds, lambda: cpu_seconds([os.getpid()]))
     return {"pipeline": "unet (tf.data)", "elastic": elastic, **result}
@@ -71,7 +71,7 @@ def reference(python: Path, preprocessed: Path, ids: list[str], patch, batch: in
 def run(cores: int, seconds: float, out: str | Path | None = None, n_cases: int = 8,
         shape=(160, 180, 150), channels: int = 4, patch=(128, 128, 128), batch: int = 2,
         warmup: int = 4, with_reference: bool = True, work_dir: str | Path | None = None,
-        nnunet_venv: str | Path | None = None) -> dict:
+        nnunet_venv: str | Path | None = None, patches_per_case: int = 4) -> dict:
     """Both loaders on the same generated cases (ours only without `with_reference`); the result,
     written to `out` (JSON) if given. `nnunet_venv`: nnU-Net v2's virtualenv (`make bench-env`)."""
     from unet.bench.reference_env import nnunet_python
@@ -86,13 +86,14 @@ def run(cores: int, seconds: float, out: str | Path | None = None, n_cases: int 
         work = Path(tmp)
         ids = write_preprocessed_cases(work / "preprocessed", n_cases, shape, channels)
         write_shards(work / "preprocessed", ids, work / "shards")
-        ours_result = ours(work / "shards", ids, patch, batch, cores, seconds, warmup)
+        ours_result = ours(work / "shards", ids, patch, batch, cores, seconds, warmup,
+                           patches_per_case=patches_per_case)
         ref = reference(python, work / "preprocessed", ids, patch, batch, cores, seconds, warmup, work) \
             if with_reference else None
     result = {
         "cores": cores, "machine_cpus": os.cpu_count(), "load_average": os.getloadavg(),
         "platform": platform.platform(), "cases": n_cases, "case_shape": list(shape), "channels": channels,
-        "patch_size": list(patch), "batch_size": batch, "oversampling": 0.33,
+        "patch_size": list(patch), "batch_size": batch, "oversampling": 0.33, "patches_per_case": patches_per_case,
         "ours": _per_core(ours_result, cores),
         "goal_16_cores": 60.0,
     }
@@ -117,7 +118,7 @@ def _per_core(timing: dict, cores: int) -> dict:
 
 def format_result(result: dict) -> str:
     lines = [f"loader benchmark: {result['cores']} cores, patch {'x'.join(map(str, result['patch_size']))}"
-             f"x{result['channels']}, batch {result['batch_size']}"]
+             f"x{result['channels']}, batch {result['batch_size']}, ours {result['patches_per_case']} patches per case"]
     for key in ("ours", "nnunet"):
         if key in result:
             r = result[key]
@@ -144,6 +145,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=4, help="untimed batches first")
     parser.add_argument("--no-reference", action="store_true", help="skip nnU-Net")
+    parser.add_argument("--patches-per-case", type=int, default=4,
+                        help="ours: consecutive patches cut from one case (train.patches_per_case)")
     args = parser.parse_args(argv)
     if not args.no_reference:
         from unet.bench.reference_env import nnunet_python
@@ -156,7 +159,8 @@ def main(argv=None) -> None:
 
     configure_tensorflow(args.cores)
     result = run(args.cores, args.seconds, args.out, args.cases, tuple(args.shape), 4, tuple(args.patch),
-                 args.batch, args.warmup, with_reference=not args.no_reference, nnunet_venv=args.nnunet_venv)
+                 args.batch, args.warmup, with_reference=not args.no_reference, nnunet_venv=args.nnunet_venv,
+                 patches_per_case=args.patches_per_case)
     print(format_result(result))
     if args.out:
         print(f"written to {args.out}", file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from unet.data.augmentation import AugmentSettings, augmented_patch
-from unet.data.sampling import foreground_probability, patch_start, random_patch
+from unet.data.sampling import drop_slice_axis, foreground_probability, patch_start, random_patch, volume_patch
 from unet.data.shards import case_bytes, read_cases
 
 DEFAULT_MEMORY_BYTES = 8 * 2**30  # the decoded cases' budget when the job does not say
@@ -64,15 +64,18 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
                     steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 4,
                     elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
                     mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
-                    replica_batch_size: int | None = None) -> tf.data.Dataset:
+                    replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:
     """Batches of (image (B, *patch, C), seg (B, *patch)) patches: `steps_per_epoch` for each seed
-    of `epoch_seeds` in turn (None: endless batches of the first seed).
+    of `epoch_seeds` in turn (None: endless batches of the first seed). With `slice_axis` (a 2d
+    plan's), 2D patches of `patch_size` (in-plane) from slices along that axis of the same 3D cases
+    (unet.data.sampling.volume_patch), augmented in 2D (AugmentSettings.nnunet_2d).
 
     `oversampling` of the patches are centred on a recorded foreground voxel of a random present
     class, each with that probability (`oversampling_rule` bernoulli) or the last of each replica's
     batch of `replica_batch_size` (nnunet; default: `batch_size`, the whole batch is one replica's;
     unet.data.sampling.foreground_probability). `patches_per_case` consecutive patches are cut from
-    one case (4: a batch of 2 comes from one case); 1 draws a case per patch, as nnU-Net does,
+    one case (4: a batch of 2 comes from one case, a 2D batch of 12 from 3 cases as NVIDIA's
+    `--nvol`); 1 draws a case per patch, as nnU-Net does (3D and 2d),
     which costs a decoding per patch when the cases are not cached (`case_buffers`).
     With `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`; `mask_channels` (`Plan.mask_channels`) are set to 0 again outside
@@ -91,16 +94,21 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
     cases = read_cases(shard_dir, case_ids).map(_with_border, num_parallel_calls=tf.data.AUTOTUNE)
     if buffers.cache:
         cases = cases.cache()
-    patch = tuple(int(p) for p in patch_size)
-    settings = (AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels) if augment
-                else AugmentSettings.off())
+    patch = volume_patch(patch_size, slice_axis)
+    if not augment:
+        settings = AugmentSettings.off()
+    elif slice_axis is None:
+        settings = AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels)
+    else:
+        settings = AugmentSettings.nnunet_2d(patch_size, slice_axis, elastic=elastic, mask_channels=mask_channels)
 
     def sample(seed, index, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
         # A global batch holds the replicas' batches one after the other (the strategy splits it so).
         probability = foreground_probability(oversampling_rule, oversampling, index, replica_batch_size)
         start = patch_start(tf.shape(item["seg"]) - 2 * BORDER, item["fg"], patch, probability, seeds[0])
-        return augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
+        image, seg = augmented_patch(item["image"], item["seg"], start, patch, settings, seeds[1], border=BORDER)
+        return drop_slice_axis(image, seg, slice_axis)
 
     def epoch(seed):
         # Several patches per decoded case amortize reading a whole volume (when not cached).
@@ -123,23 +131,24 @@ def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size:
                      patches_per_case: int = 4, elastic: bool = False,
                      threads: int | None = None, memory_bytes: int | None = None,
                      mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
-                     replica_batch_size: int | None = None) -> tf.data.Dataset:
+                     replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:
     """Endless batches drawn with `seed`: what `training_epochs` gives an epoch with that seed."""
     return training_epochs(shard_dir, case_ids, patch_size, batch_size, oversampling, [seed], None, augment,
                            patches_per_case, elastic, threads, memory_bytes, mask_channels, oversampling_rule,
-                           replica_batch_size)
+                           replica_batch_size, slice_axis)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
-                       n_patches: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed set of validation patches (half centred on foreground), for a per-epoch pseudo Dice."""
+                       n_patches: int, seed: int, slice_axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of validation patches (half centred on foreground), for a per-epoch pseudo Dice;
+    2D ones from slices along `slice_axis` when given."""
     patch = tuple(int(p) for p in patch_size)
     per_case = max(1, -(-n_patches // max(1, len(case_ids))))
     images, segs = [], []
     for i, item in enumerate(read_cases(shard_dir, case_ids)):
         for j in range(per_case):
             img, seg = random_patch(item["image"], item["seg"], item["fg"], patch, 0.5,
-                                    tf.constant([seed + 7919, i * 1000 + j], tf.int64))
+                                    tf.constant([seed + 7919, i * 1000 + j], tf.int64), slice_axis)
             images.append(img.numpy())
             segs.append(seg.numpy())
     return np.stack(images)[:n_patches], np.stack(segs)[:n_patches]

@@ -4,6 +4,12 @@ TensorFlow ops, run inside tf.data. A patch's place is its `start` corner in vox
 the case; it may lie partly outside the volume when the volume is smaller than the patch (then the
 volume sits centred in the patch, the rest is zero padding), never otherwise: a patch centred on
 a foreground voxel is shifted back inside, as before (nnU-Net lets it hang over the upper border).
+
+A 2D patch (a 2d plan's, along its in-plane axes) is cut as a 3D patch one voxel thick along the
+plan's slice axis (`volume_patch`): centred on a foreground voxel it lies in that voxel's slice
+and is centred on it in-plane, otherwise its slice is uniform. nnU-Net's 2d loader draws a class,
+a slice among that class's recorded locations, then a location of the class in that slice: the
+same distribution as drawing the location first and taking its slice.
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ def crop(volume, start, size):
     after = size - (hi - lo) - before
     paddings = tf.concat([tf.stack([before, after], axis=1), tf.zeros([extra, 2], tf.int32)], 0)
     return tf.pad(piece, paddings)
+
+
+def volume_patch(patch_size: Sequence[int], slice_axis: int | None = None) -> tuple[int, ...]:
+    """The 3D patch a patch is cut as: `patch_size` itself, or for a 2D patch (`slice_axis` given,
+    `patch_size` the two in-plane sizes) one voxel thick along `slice_axis`."""
+    patch = [int(p) for p in patch_size]
+    if slice_axis is None:
+        return tuple(patch)
+    if len(patch) != 2 or slice_axis not in (0, 1, 2):
+        raise ValueError(f"a 2D patch has 2 sizes and a slice axis 0, 1 or 2; got {tuple(patch)}, {slice_axis}")
+    patch.insert(slice_axis, 1)
+    return tuple(patch)
+
+
+def drop_slice_axis(image, seg, slice_axis: int | None):
+    """A patch cut by `volume_patch` as the 2D patch it is (image (a, b, C), seg (a, b)); a 3D
+    patch (`slice_axis` None) unchanged."""
+    if slice_axis is None:
+        return image, seg
+    return tf.squeeze(image, axis=slice_axis), tf.squeeze(seg, axis=slice_axis)
 
 
 def _start_range(shape, patch):
@@ -97,7 +123,10 @@ def patch_start(shape, locations, patch_size: Sequence[int], foreground_probabil
     return tf.cond(tf.logical_and(want_fg, has_fg), centred, lambda: uniform_start)
 
 
-def random_patch(image, seg, locations, patch_size: Sequence[int], foreground_probability: float, seed):
-    """A plain (unaugmented) patch of image (X, Y, Z, C) and seg (X, Y, Z), placed by `patch_start`."""
-    start = patch_start(tf.shape(seg), locations, patch_size, foreground_probability, seed)
-    return crop(image, start, patch_size), crop(seg, start, patch_size)
+def random_patch(image, seg, locations, patch_size: Sequence[int], foreground_probability: float, seed,
+                 slice_axis: int | None = None):
+    """A plain (unaugmented) patch of image (X, Y, Z, C) and seg (X, Y, Z), placed by `patch_start`;
+    with `slice_axis`, a 2D patch of `patch_size` (in-plane) from a slice along it."""
+    patch = volume_patch(patch_size, slice_axis)
+    start = patch_start(tf.shape(seg), locations, patch, foreground_probability, seed)
+    return drop_slice_axis(crop(image, start, patch), crop(seg, start, patch), slice_axis)

@@ -1,6 +1,10 @@
 """Predicting preprocessed cases with one or several trained models, written in the raw grid (as
 NIfTI, or in the dataset's or input's own format: `unet.io.images`); the workflow's two
-prediction rules (`predict_fold`, `predict_test_set`) at the end."""
+prediction rules (`predict_fold`, `predict_test_set`) at the end.
+
+A 2d plan's models predict every slice along its `slice_axis` (`sliding_window_slices`), stacked
+into the 3D probability volume that is restored to the raw grid like a 3D model's; test-time
+mirroring then flips the two in-plane axes."""
 
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ from unet.inference.model_info import ModelSet, load_model_set
 from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
-from unet.inference.sliding_window import Predictor, sliding_window_inference
+from unet.inference.sliding_window import Predictor, sliding_window_inference, sliding_window_slices
 from unet.io.msd import Case, load_dataset
 from unet.preprocessing.geometry import CaseGeometry
-from unet.preprocessing.plan import Plan
+from unet.preprocessing.plan import FULLRES, Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
 CaseInput = tuple[str, np.ndarray, CaseGeometry]
@@ -93,7 +97,12 @@ def ensemble_predictor(models: Sequence, tta: bool = False) -> Predictor:
 
 
 def predict_case(predictor: Predictor, image: np.ndarray, patch_size: Sequence[int],
-                 settings: PredictSettings) -> np.ndarray:
+                 settings: PredictSettings, slice_axis: int | None = None) -> np.ndarray:
+    """Probabilities (X, Y, Z, K) of a preprocessed image (X, Y, Z, C): the sliding window of a 3D
+    predictor, or with `slice_axis` (a 2d plan's) of a 2D one over every slice along that axis."""
+    if slice_axis is not None:
+        return sliding_window_slices(image, predictor, patch_size, slice_axis, overlap=settings.overlap,
+                                     blend=settings.blend, batch_size=settings.batch_size)
     return sliding_window_inference(image, predictor, patch_size, overlap=settings.overlap,
                                     blend=settings.blend, batch_size=settings.batch_size)
 
@@ -110,6 +119,20 @@ def raw_inputs(cases: Sequence[Case], plan: Plan) -> Iterator[CaseInput]:
     for case in cases:
         image, _, geometry = preprocess_arrays(case, plan)
         yield case.id, image, geometry
+
+
+def preprocessing_plan(plans: str | Path, plan: Plan) -> Plan:
+    """The plan that preprocesses the images `plan`'s models see: `plan` itself, or for a 2d plan
+    the 3d_fullres plan of the same `plans` file, whose preprocessed cases its slices are taken
+    from (the same spacing in-plane)."""
+    if plan.slice_axis is None:
+        return plan
+    fullres = Plan.load(plans)
+    in_plane = tuple(fullres.spacing[a] for a in plan.in_plane_axes)
+    if not np.allclose(in_plane, plan.spacing):
+        raise ValueError(f"{plans}: the {plan.configuration} spacing {plan.spacing} is not the {FULLRES} spacing "
+                         f"{fullres.spacing} in-plane, so its slices cannot come from the {FULLRES} data")
+    return fullres
 
 
 def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int],
@@ -131,12 +154,14 @@ def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values
 
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
                       out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                      settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
+                      settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI,
+                      slice_axis: int | None = None) -> list[Path]:
     """Write {out_dir}/{case}{ending} per case (the raw image's shape and affine, dataset label
     values; `ending` is a format of `unet.io.images`, one for all cases or one per case id) and,
     with `settings.save_probabilities`, {out_dir}/{case}.npz (see
     `unet.inference.restore.probabilities_from_cropped`). With `settings.regions` the predictor's
-    channels are region probabilities, turned into labels by `unet.inference.regions`."""
+    channels are region probabilities, turned into labels by `unet.inference.regions`. With
+    `slice_axis` the predictor is 2D (`predict_case`)."""
     regions = settings.regions
     if regions is not None:
         check_regions(regions, label_values, where="predict regions")
@@ -144,7 +169,7 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
-        probs = predict_case(predictor, image, patch_size, settings)
+        probs = predict_case(predictor, image, patch_size, settings, slice_axis)
         if settings.background_outside_mask:
             probs = background_outside(probs, image, regions is not None)
         cropped = probabilities_to_cropped(probs, geometry)
@@ -189,8 +214,9 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
 
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                  settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
-    """`write_predictions` with the saved Keras models at `model_paths`.
+                  settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI,
+                  slice_axis: int | None = None) -> list[Path]:
+    """`write_predictions` with the saved Keras models at `model_paths` (2D ones with `slice_axis`).
 
     With several models (folds), their probabilities are averaged before the argmax (or, with
     `settings.regions`, before the regions are thresholded).
@@ -199,24 +225,27 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
     for path, model in zip(model_paths, models):
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
-    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending)
+    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending,
+                             slice_axis)
 
 
 # -- The workflow's rules -------------------------------------------------------------------------
-# Both predict with the run's plan and the regions the models were trained with (each fold's
-# model.json), with config `predict` (`section`); the rules pick the checkpoint's files.
+# Both predict with the run's plan (the configuration the models were trained on) and the regions
+# the models were trained with (each fold's model.json), with config `predict` (`section`); the
+# rules pick the checkpoint's files.
 
 def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
                  out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict) -> list[Path]:
     """Rule `predict`: the validation cases of `fold`, from the preprocess stage's files, written in
     the dataset's format (`dataset_ok`)."""
     models = load_model_set(plans, [model])
+    plan = models.plan
     settings = PredictSettings.for_models(section, models)
     cases = load_fold(splits, fold)["val"]
     # The dataset's format (validate records dataset.json's file_ending; NIfTI before it did).
     ending = read_json(dataset_ok).get("file_ending", NIFTI)
     return predict_cases(models.models, preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
-                         models.plan.patch_size, models.plan.label_values, settings, ending)
+                         plan.patch_size, plan.label_values, settings, ending, plan.slice_axis)
 
 
 def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path, *,
@@ -226,5 +255,6 @@ def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir
     plan = model_set.plan
     settings = PredictSettings.for_models(section, model_set)
     dataset = load_dataset(data_dir)
-    return predict_cases(model_set.models, raw_inputs(dataset.test, plan), len(dataset.test), out_dir,
-                         plan.patch_size, plan.label_values, settings, dataset.file_ending)
+    return predict_cases(model_set.models, raw_inputs(dataset.test, preprocessing_plan(plans, plan)),
+                         len(dataset.test), out_dir, plan.patch_size, plan.label_values, settings,
+                         dataset.file_ending, plan.slice_axis)

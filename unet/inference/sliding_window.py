@@ -9,6 +9,8 @@ Only numpy is used: the predictor is any callable from a batch (B, *patch, C) to
 (B, *patch, K), so a Keras model's `predict_on_batch`, a test-time-augmentation wrapper or a
 plain function in a test all fit.
 
+A 2D predictor runs over every slice of a volume with `sliding_window_slices` (2d plans).
+
 Memory: the probability sum (*padded shape, K) and the weight sum (*padded shape) are allocated
 once and each patch is added in place, so the peak is about one volume of probabilities plus one
 batch of patches.
@@ -144,6 +146,38 @@ def sliding_window_inference(
         crop = tuple(slice(b, b + s) for b, s in zip(pad_before, shape))
         prob_sum = np.ascontiguousarray(prob_sum[crop])
     return prob_sum
+
+
+def sliding_window_slices(
+    volume: np.ndarray,
+    predictor: Predictor,
+    patch_size: Sequence[int],
+    slice_axis: int,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 1,
+    num_classes: int | None = None,
+) -> np.ndarray:
+    """A 2D predictor over every slice along `slice_axis` of a volume (X, Y, Z, C); return the
+    stacked probabilities (X, Y, Z, K).
+
+    `predictor` maps a batch of 2D windows (B, pa, pb, C) to (B, pa, pb, K), `patch_size` is
+    (pa, pb) along the other two axes in order. Each slice gets `sliding_window_inference`'s 2D
+    result; its batches hold windows of consecutive slices together (a window one voxel thick
+    whose Gaussian weight is the 2D one), so a batch is full even when a slice has one window.
+    """
+    patch = _check_patch_size(patch_size)
+    volume = np.asarray(volume, dtype=np.float32)
+    if len(patch) != 2 or volume.ndim != 4 or slice_axis not in (0, 1, 2):
+        raise ValueError(f"expected a volume (X, Y, Z, C), a 2-entry patch_size and a slice axis 0, 1 or 2; "
+                         f"got volume shape {volume.shape}, patch_size {patch}, slice_axis {slice_axis}")
+
+    def thick(batch: np.ndarray) -> np.ndarray:  # (B, 1, pa, pb, C) -> 2D predictor -> (B, 1, pa, pb, K)
+        return np.asarray(predictor(batch[:, 0]))[:, None]
+
+    probs = sliding_window_inference(np.moveaxis(volume, slice_axis, 0), thick, (1, *patch), overlap=overlap,
+                                     blend=blend, batch_size=batch_size, num_classes=num_classes)
+    return np.ascontiguousarray(np.moveaxis(probs, 0, slice_axis))
 
 
 def _check_patch_size(patch_size: Sequence[int]) -> tuple[int, ...]:

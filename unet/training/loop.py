@@ -2,6 +2,7 @@
 
 A custom loop rather than `model.fit`, because `fit` under MultiWorkerMirroredStrategy is
 broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop.
+A 2d plan trains its 2D network on slices of the same 3D cases (`slice_axis`, unet.data.pipeline).
 Checkpoints: `checkpoints/last` every epoch (weights, optimizer state, epoch, Dice EMA) for
 `resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice. Without
 validation cases (fold `all`) the log has no Dice, and the best checkpoint is the final weights.
@@ -143,7 +144,7 @@ class FoldTrainer:
         global_batch = plan.batch_size * self.replicas
         if self.val_ids:
             val_images, val_segs = validation_patches(self.shard_dir, self.val_ids, plan.patch_size,
-                                                      s.validation_patches, s.seed)
+                                                      s.validation_patches, s.seed, slice_axis=plan.slice_axis)
         writer = tf.summary.create_file_writer(str(self.out_dir / "tensorboard"))
         machine = {**machine_info(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()),
                    "gpus": len(tf.config.list_physical_devices("GPU")), "replicas": self.replicas}
@@ -214,7 +215,7 @@ class FoldTrainer:
                                                   memory_bytes=memory_bytes, mask_channels=plan.mask_channels,
                                                   oversampling_rule=s.oversampling_rule,
                                                   patches_per_case=s.patches_per_case,
-                                                  replica_batch_size=plan.batch_size),
+                                                  replica_batch_size=plan.batch_size, slice_axis=plan.slice_axis),
             plan.batch_size, 0)
 
     def _save_weights(self, path: Path) -> None:

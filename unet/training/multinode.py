@@ -25,13 +25,16 @@ from unet.data.splits import Fold, load_fold
 from unet.inference.model_info import CHECKPOINTS, write_model_info
 from unet.inference.regions import regions_from_setting
 from unet.io.atomic import read_json, write_json
+from unet.preprocessing.plan import FULLRES
 from unet.training.settings import TrainSettings
 
 
 @dataclass(frozen=True)
 class TrainJob:
     """One fold's training: its data, its outputs and its settings. As JSON (`save`, `load`):
-    {plans, shards, train, val, out_dir, model, curves, settings}, settings as config `train`."""
+    {plans, shards, train, val, out_dir, model, curves, settings, configuration}, settings as
+    config `train`; `configuration` is the plans.json configuration trained (2d: a 2D network on
+    slices of the same shards)."""
 
     plans: str
     shards: str
@@ -41,20 +44,21 @@ class TrainJob:
     model: str
     curves: str | None
     settings: TrainSettings
+    configuration: str = FULLRES
 
     @classmethod
     def for_fold(cls, splits: str | os.PathLike, fold: Fold, *, plans: str | os.PathLike,
                  shards: str | os.PathLike, model: str | os.PathLike, curves: str | os.PathLike | None,
-                 config: dict, dataset_ok: str | os.PathLike) -> "TrainJob":
+                 config: dict, dataset_ok: str | os.PathLike, configuration: str = FULLRES) -> "TrainJob":
         """Fold `fold` of the `splits` file (`all`: every case, none validated), trained with config
-        `train` (`config`), written beside `model`. `regions: dataset` is resolved here from what
-        the download stage found (`dataset_ok`), so that every worker trains on the same explicit
-        regions."""
+        `train` (`config`) on `plans`' `configuration`, written beside `model`. `regions: dataset` is
+        resolved here from what the download stage found (`dataset_ok`), so that every worker trains
+        on the same explicit regions."""
         split = load_fold(splits, fold)
         regions = regions_from_setting(config.get("regions"), dataset_ok)
         return cls(plans=str(plans), shards=str(shards), train=tuple(split["train"]), val=tuple(split["val"]),
                    out_dir=str(Path(model).parent), model=str(model), curves=str(curves) if curves else None,
-                   settings=TrainSettings.from_config({**config, "regions": regions}))
+                   settings=TrainSettings.from_config({**config, "regions": regions}), configuration=configuration)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the job file (atomically: a worker never reads half of it); returns `path`."""
@@ -66,7 +70,8 @@ class TrainJob:
         job = read_json(path)
         return cls(plans=job["plans"], shards=job["shards"], train=tuple(job["train"]), val=tuple(job["val"]),
                    out_dir=job["out_dir"], model=job["model"], curves=job.get("curves"),
-                   settings=TrainSettings.from_config(job["settings"]))
+                   settings=TrainSettings.from_config(job["settings"]),
+                   configuration=job.get("configuration", FULLRES))
 
 
 def worker_rank() -> int:
@@ -104,7 +109,7 @@ def train_worker(job: TrainJob, rank: int = 0) -> None:
     from unet.training.loop import train_fold
 
     with worker_outputs(job.out_dir, job.model, job.curves, rank, job.settings.resume) as (out_dir, model, curves):
-        plan = Plan.load(job.plans)
+        plan = Plan.load(job.plans, job.configuration)
         rows = train_fold(plan, job.settings, job.shards, job.train, job.val, out_dir=out_dir,
                           model_path=model, curves_path=curves,
                           best_model_path=Path(model).with_name(CHECKPOINTS["best"]))
