@@ -1,4 +1,5 @@
 import itertools
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
