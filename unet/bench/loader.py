@@ -42,7 +42,7 @@ from unet.bench.synthetic import NESTED_LABELS
 
 
 def ours(shard_dir: Path, ids: list[str], patch, batch: int, cores: int, seconds: float,
-         warmup: int, elastic: bool = False, patches_per_case: int = 4) -> dict:
+         warmup: int, elastic: bool = False, patches_per_case: int = 1) -> dict:
     from unet.data.pipeline import training_dataset
 
     dataset = training_dataset(shard_dir, ids, patch, batch, oversampling=0.33, seed=0, augment=True,
@@ -71,7 +71,7 @@ def reference(python: Path, preprocessed: Path, ids: list[str], patch, batch: in
 def run(cores: int, seconds: float, out: str | Path | None = None, n_cases: int = 8,
         shape=(160, 180, 150), channels: int = 4, patch=(128, 128, 128), batch: int = 2,
         warmup: int = 4, with_reference: bool = True, work_dir: str | Path | None = None,
-        nnunet_venv: str | Path | None = None, patches_per_case: int = 4) -> dict:
+        nnunet_venv: str | Path | None = None, patches_per_case: int = 1) -> dict:
     """Both loaders on the same generated cases (ours only without `with_reference`); the result,
     written to `out` (JSON) if given. `nnunet_venv`: nnU-Net v2's virtualenv (`make bench-env`)."""
     from unet.bench.reference_env import nnunet_python
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=4, help="untimed batches first")
     parser.add_argument("--no-reference", action="store_true", help="skip nnU-Net")
-    parser.add_argument("--patches-per-case", type=int, default=4,
+    parser.add_argument("--patches-per-case", type=int, default=1,
                         help="ours: consecutive patches cut from one case (train.patches_per_case)")
     args = parser.parse_args(argv)
     if not args.no_reference:

@@ -61,7 +61,7 @@ SHUFFLE_GLOBAL_SEED = 1
 
 def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                     batch_size: int, oversampling: float, epoch_seeds: Sequence[int],
-                    steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 4,
+                    steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 1,
                     elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
                     mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
                     replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:
@@ -128,7 +128,7 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
 
 def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                      batch_size: int, oversampling: float, seed: int, augment: bool = True,
-                     patches_per_case: int = 4, elastic: bool = False,
+                     patches_per_case: int = 1, elastic: bool = False,
                      threads: int | None = None, memory_bytes: int | None = None,
                      mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
                      replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:

@@ -67,7 +67,7 @@ class TrainSettings:
     augment: bool = True
     oversampling: float = 0.33
     oversampling_rule: str = "bernoulli"  # bernoulli (each patch) | nnunet (the last of each batch)
-    patches_per_case: int = 4        # consecutive patches cut from one case; 1: a case per patch
+    patches_per_case: int = 1        # consecutive patches cut from one case; 1: a case per patch
     seed: int = 0
     gpus: int = 1                    # per process (per node when nodes > 1)
     nodes: int = 1                   # > 1: one process per node, MultiWorkerMirroredStrategy (SLURM)
