@@ -19,14 +19,25 @@ import unet
 from unet.inference.archive import export_archive
 from unet.inference.errors import InputError
 from unet.inference.regions import labels_from_regions
+from unet.inference.runtimes import onnx_available
 from unet.inference.standalone import predict_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
-def _cli(*args, cwd=None, env=None):
-    result = subprocess.run([sys.executable, "-m", "unet", *map(str, args)], capture_output=True, text=True,
-                            timeout=600, cwd=cwd, env=env)
+def _run(*args, cwd=None, env=None, blocked=()):
+    """`python -m unet ARGS` in a fresh process; the modules `blocked` cannot be imported in it."""
+    if blocked:
+        command = [sys.executable, "-c", f"import sys; sys.modules.update(dict.fromkeys({list(blocked)!r})); "
+                                         f"from unet.cli import main; sys.exit(main(sys.argv[1:]))"]
+    else:
+        command = [sys.executable, "-m", "unet"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env=env)
+
+
+def _cli(*args, cwd=None, env=None, blocked=()):
+    result = _run(*args, cwd=cwd, env=env, blocked=blocked)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -45,14 +56,17 @@ def archive(trained_run, tmp_path_factory):
     return out
 
 
-def _predict(model, images, out, *args, cwd=None):
+def _predict(model, images, out, *args, cwd=None, blocked=(), printed=None):
     """`python -m unet predict` in a fresh process with its own, checked-empty TMPDIR: {case: (labels,
-    npz arrays)}."""
+    npz arrays)}; what it printed is appended to `printed`."""
     tmp = out.parent / f"{out.name}.tmp"
     tmp.mkdir()
-    _cli("predict", "-i", images, "-o", out, "-m", model, "--overlap", "0.25", "--save-probabilities", *args,
-         cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
-    assert not list(tmp.iterdir())  # the unpacked archive was removed
+    result = _cli("predict", "-i", images, "-o", out, "-m", model, "--overlap", "0.25", "--save-probabilities",
+                  *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)}, blocked=blocked)
+    if printed is not None:
+        printed.append(result.stdout)
+    # The unpacked archive was removed (onnxruntime keeps a session-id file of its own, .ses, there).
+    assert not [p for p in tmp.iterdir() if p.name != ".ses"]
     found = {}
     for path in sorted(out.glob("*.nii.gz")):
         with np.load(out / path.name.replace(".nii.gz", ".npz")) as npz:
@@ -300,3 +314,60 @@ def test_the_runs_postprocessing_travels_with_its_models(trained_run, tmp_path):
     with zipfile.ZipFile(export_archive(run, tmp_path / "model.zip")) as z:
         assert json.loads(z.read("postprocessing.json")) == spec
         assert "postprocessing.json" in json.loads(z.read("manifest.json"))["members"]
+
+
+# -- Predicting with another runtime (--runtime) ------------------------------------------------------
+
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed (make onnx-env)")
+
+
+@pytest.fixture(scope="module")
+def runtimes_archive(trained_run, tmp_path_factory):
+    """The run's archive with each fold also as SavedModel and ONNX (`export --formats`)."""
+    if not onnx_available():
+        pytest.skip("the onnx extra is not installed (make onnx-env)")
+    out = tmp_path_factory.mktemp("runtimes") / "model.zip"
+    _cli("export", "-m", trained_run, "-o", out, "--formats", "saved_model", "onnx")
+    return out
+
+
+@needs_onnx
+def test_each_runtime_of_the_archive_predicts_as_keras(runtimes_archive, images, run_predictions, tmp_path):
+    saved = _predict(runtimes_archive, images, tmp_path / "saved_model", "--runtime", "saved_model")
+    # ONNX predicts with neither TensorFlow nor Keras importable.
+    onnx = _predict(runtimes_archive, images, tmp_path / "onnx", "--runtime", "onnx",
+                    blocked=("tensorflow", "keras"))
+    expected = run_predictions["final"]  # Keras, from the results folder (= from the archive, above)
+    for name, (labels, arrays) in expected.items():
+        probabilities = arrays["probabilities"]
+        np.testing.assert_array_equal(saved[name][0], labels)
+        np.testing.assert_allclose(saved[name][1]["probabilities"], probabilities, atol=1e-4)
+        np.testing.assert_allclose(onnx[name][1]["probabilities"], probabilities, atol=1e-4)
+        # The same label map wherever Keras' two likeliest classes are further apart than the tolerance.
+        top = np.sort(probabilities, axis=0)
+        decided = top[-1] - top[-2] > 2e-4
+        assert decided.mean() > 0.99
+        np.testing.assert_array_equal(onnx[name][0][decided], labels[decided])
+
+
+def test_a_runtime_the_models_lack_is_named_with_the_export_that_writes_it(archive, trained_run, images,
+                                                                           tmp_path):
+    for model, held in ((archive, "the archive's formats are keras"),
+                        (trained_run, "a results folder holds the Keras networks only")):
+        with pytest.raises(InputError) as error:
+            predict_folder(images, tmp_path / "out", model, runtime="onnx")
+        assert str(error.value) == (
+            f"{model}: no onnx network (fold_0/formats/model.onnx; {held}). Export the models with it, then "
+            f"predict from the archive: `python -m unet export -m {model} -o model.zip --formats onnx` (or "
+            f"predict with --runtime keras)")
+        assert not (tmp_path / "out").exists()
+
+
+@needs_onnx
+def test_a_missing_onnxruntime_says_how_to_install_it(runtimes_archive, images, tmp_path):
+    result = _run("predict", "-i", images, "-o", tmp_path / "out", "-m", runtimes_archive, "--runtime", "onnx",
+                  blocked=("onnxruntime",))
+    assert result.returncode == 1
+    assert result.stderr.startswith("python -m unet predict: error: the ONNX runtime needs the Python package "
+                                    "`onnxruntime`, which is not installed here")
+    assert "make onnx-env" in result.stderr and "Traceback" not in result.stderr

@@ -21,6 +21,7 @@ from unet.inference.model_info import ModelSet, load_model_set
 from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
+from unet.inference.runtimes import RuntimePredictor, check_runtime, load_runtime
 from unet.inference.sliding_window import Predictor, sliding_window_inference
 from unet.io.msd import Case, load_dataset
 from unet.preprocessing.geometry import CaseGeometry
@@ -173,10 +174,15 @@ def background_outside(probs: np.ndarray, image: np.ndarray, regions: bool) -> n
 
 def check_model_outputs(model, path, num_classes: int, regions) -> None:
     """A model trained on regions (sigmoid per region) must be predicted with those regions, and a
-    label model (softmax over the classes) without: mixing them up would paint garbage."""
-    channels = int(model.outputs[0].shape[-1])
-    head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
-    sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
+    label model (softmax over the classes) without: mixing them up would paint garbage. A Keras
+    model's head tells its activation; another runtime's export (`RuntimePredictor`) only its
+    channel count, which must be the plan's classes or the regions'."""
+    if isinstance(model, RuntimePredictor):
+        channels, sigmoid = model.num_outputs, regions is not None
+    else:
+        channels = int(model.outputs[0].shape[-1])
+        head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
+        sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
     if regions is None and (sigmoid or channels != num_classes):
         raise InputError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
                          f"softmax over the plan's {num_classes} classes: it was trained with train.regions, "
@@ -189,13 +195,18 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
 
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                  settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
-    """`write_predictions` with the saved Keras models at `model_paths`.
+                  settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI, *,
+                  runtime: str = "keras", threads: int | None = None) -> list[Path]:
+    """`write_predictions` with the networks at `model_paths`: saved Keras models, or exports for
+    `runtime` ("saved_model", "onnx": `unet.inference.runtimes`; `threads` sizes onnxruntime's pool).
 
     With several models (folds), their probabilities are averaged before the argmax (or, with
     `settings.regions`, before the regions are thresholded).
     """
-    models = load_models(model_paths)
+    if check_runtime(runtime) == "keras":
+        models = load_models(model_paths)
+    else:
+        models = [load_runtime(path, runtime, threads) for path in model_paths]
     for path, model in zip(model_paths, models):
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
