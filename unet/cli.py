@@ -32,6 +32,7 @@ class PredictCommand:
     save_probabilities: bool
     checkpoint: str | None = None   # None: an archive's own, else final
     runtime: str = "keras"          # which of each fold's files predicts (unet.inference.runtimes)
+    postprocess: bool = True        # apply the models' postprocessing.json, when they have one
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "run's {results}/{task}: plans.json, fold_*/model.keras and model.json; or a model "
                     "archive from `export`, zipped or unpacked), probabilities averaged over folds, "
                     "and write OUT/{case} with the image's own ending (a DICOM series as a folder of "
-                    "slices) in the image's own grid. Labels and regions come with the models.")
+                    "slices) in the image's own grid. Labels, regions and postprocessing "
+                    "(postprocessing.json) come with the models.")
     predict.add_argument("-i", "--input", required=True, type=Path, metavar="IN", help="folder of images")
     predict.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                          help="folder for the segmentations (created if missing)")
@@ -97,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run each fold's network as Keras (default), or as the SavedModel or ONNX "
                               "export an archive holds (`export --formats saved_model onnx`; onnx needs "
                               "the optional ONNX packages)")
+    predict.add_argument("--no-postprocess", action="store_true",
+                         help="write the networks' label maps as they are, without the models' "
+                              "postprocessing.json (applied by default when they have one; never to "
+                              "the probabilities)")
     predict.add_argument("--overlap", type=_overlap, default=0.5,
                          help="overlap of neighbouring windows, in [0, 1) (default 0.5)")
     predict.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
@@ -142,7 +148,8 @@ def parse_predict(args: argparse.Namespace) -> PredictCommand:
     return PredictCommand(
         input_dir=args.input, output_dir=args.output, results_dir=args.model_dir, folds=_folds(args),
         overlap=args.overlap, blend=args.blend, tta=args.tta, batch_size=args.batch_size,
-        save_probabilities=args.save_probabilities, checkpoint=args.checkpoint, runtime=args.runtime)
+        save_probabilities=args.save_probabilities, checkpoint=args.checkpoint, runtime=args.runtime,
+        postprocess=not args.no_postprocess)
 
 
 def parse_export(args: argparse.Namespace) -> ExportCommand:
@@ -169,7 +176,7 @@ def run_predict(command: PredictCommand) -> list[Path]:
                                batch_size=command.batch_size, save_probabilities=command.save_probabilities)
     return predict_folder(command.input_dir, command.output_dir, command.results_dir, command.folds,
                           settings, checkpoint=command.checkpoint, runtime=command.runtime,
-                          threads=_threads())
+                          threads=_threads(), postprocess=command.postprocess)
 
 
 def run_export(command: ExportCommand) -> Path:

@@ -18,6 +18,7 @@ import pytest
 import unet
 from unet.inference.archive import export_archive
 from unet.inference.errors import InputError
+from unet.inference.postprocess import apply_postprocessing
 from unet.inference.regions import labels_from_regions
 from unet.inference.runtimes import onnx_available
 from unet.inference.standalone import predict_folder
@@ -316,7 +317,7 @@ def test_the_runs_postprocessing_travels_with_its_models(trained_run, tmp_path):
         assert "postprocessing.json" in json.loads(z.read("manifest.json"))["members"]
 
 
-# -- Predicting with another runtime (--runtime) ------------------------------------------------------
+# -- Predicting with another runtime (--runtime), and with the models' postprocessing ---------------
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed (make onnx-env)")
 
@@ -371,3 +372,29 @@ def test_a_missing_onnxruntime_says_how_to_install_it(runtimes_archive, images, 
     assert result.stderr.startswith("python -m unet predict: error: the ONNX runtime needs the Python package "
                                     "`onnxruntime`, which is not installed here")
     assert "make onnx-env" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_applies_the_models_postprocessing_to_the_label_maps_only(trained_run, images, run_predictions,
+                                                                          tmp_path):
+    run = tmp_path / "run"
+    for fold in ("fold_0", "fold_1"):
+        (run / fold).mkdir(parents=True)
+        for name in ("model.keras", "model.json"):
+            shutil.copy(trained_run / fold / name, run / fold)
+    shutil.copy(trained_run / "plans.json", run)
+    spec = {"apply": [{"operation": "keep_largest_component", "labels": [1, 2, 3]}]}
+    (run / "postprocessing.json").write_text(json.dumps(spec))
+    [(name, (raw, raw_arrays))] = run_predictions["final"].items()  # the run had no postprocessing.json
+    expected = apply_postprocessing(raw, spec)
+    assert (expected != raw).sum() > 0  # the networks' label map has islands for the step to remove
+
+    printed = []
+    archived = _predict(export_archive(run, tmp_path / "model.zip"), images, tmp_path / "post", printed=printed)
+    assert "postprocessing (postprocessing.json): 1 step(s): keep_largest_component [1, 2, 3]" in printed[-1]
+    labels, arrays = archived[name]
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(arrays["probabilities"], raw_arrays["probabilities"])  # not postprocessed
+
+    skipped = _predict(run, images, tmp_path / "raw", "--no-postprocess", printed=printed)
+    assert f"postprocessing: skipped (--no-postprocess; {run} has a postprocessing.json)" in printed[-1]
+    np.testing.assert_array_equal(skipped[name][0], raw)

@@ -164,7 +164,8 @@ def test_predicting_with_the_best_checkpoint_reruns_prediction_and_evaluation_on
 
 def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
     """`snakemake export` (not part of `all`) writes model.zip, which predicts imagesTs alone, in
-    another folder, exactly as the `ensemble` rule did."""
+    another folder, exactly as the `ensemble` and `postprocess_test` rules did (the archive carries
+    the run's postprocessing.json, which `predict` applies)."""
     tmp, config = finished_run
     results = tmp / "results" / "demo"
     result = snakemake(tmp, config, "export")
@@ -177,7 +178,8 @@ def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
          "-m", "model.zip", "--overlap", "0.25", "--batch-size", "4"],
         cwd=fresh, capture_output=True, text=True, timeout=600)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    expected = sorted((results / "predictions" / "test").glob("*.nii.gz"))
+    assert "postprocessing (postprocessing.json): " in predicted.stdout
+    expected = sorted((results / "predictions" / "test_postprocessed").glob("*.nii.gz"))
     assert [p.name for p in expected] == sorted(p.name for p in (fresh / "out").glob("*.nii.gz"))
     for path in expected:
         np.testing.assert_array_equal(np.asarray(nib.load(fresh / "out" / path.name).dataobj),

@@ -18,6 +18,7 @@ from unet.io.atomic import atomic_path, load_npy, read_json
 from unet.io.images import NIFTI, image_path, save_image
 from unet.inference.errors import InputError
 from unet.inference.model_info import ModelSet, load_model_set
+from unet.inference.postprocess import apply_postprocessing
 from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
@@ -132,12 +133,15 @@ def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values
 
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
                       out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
-                      settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI) -> list[Path]:
+                      settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI,
+                      postprocessing: Mapping | None = None) -> list[Path]:
     """Write {out_dir}/{case}{ending} per case (the raw image's shape and affine, dataset label
     values; `ending` is a format of `unet.io.images`, one for all cases or one per case id) and,
     with `settings.save_probabilities`, {out_dir}/{case}.npz (see
     `unet.inference.restore.probabilities_from_cropped`). With `settings.regions` the predictor's
-    channels are region probabilities, turned into labels by `unet.inference.regions`."""
+    channels are region probabilities, turned into labels by `unet.inference.regions`. With
+    `postprocessing` (postprocessing.json), its steps are applied to each label map (not to the
+    probabilities, as in nnU-Net)."""
     regions = settings.regions
     if regions is not None:
         check_regions(regions, label_values, where="predict regions")
@@ -155,8 +159,10 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
                                label_values, regions)
         case_ending = ending if isinstance(ending, str) else ending[cid]
         path = image_path(out_dir, cid, case_ending)
-        save_image(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine,
-                   ending=case_ending)
+        labels = labels_from_cropped(cropped, geometry, label_values, regions)
+        if postprocessing is not None:
+            labels = apply_postprocessing(labels, postprocessing)
+        save_image(path, labels, geometry.raw_affine, ending=case_ending)
         written.append(path)
     return written
 
@@ -196,7 +202,8 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
                   settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI, *,
-                  runtime: str = "keras", threads: int | None = None) -> list[Path]:
+                  runtime: str = "keras", threads: int | None = None,
+                  postprocessing: Mapping | None = None) -> list[Path]:
     """`write_predictions` with the networks at `model_paths`: saved Keras models, or exports for
     `runtime` ("saved_model", "onnx": `unet.inference.runtimes`; `threads` sizes onnxruntime's pool).
 
@@ -210,7 +217,8 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
     for path, model in zip(model_paths, models):
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
-    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending)
+    return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending,
+                             postprocessing)
 
 
 # -- The workflow's rules -------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 The models come from a run's results folder or a model archive (`unet.inference.archive`), which
 supply everything: `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` (or its
-SavedModel or ONNX export under `fold_{k}/formats/`: `--runtime`) and `fold_{k}/model.json`
-(regions). Images follow the MSD channel layout: one file per case (NIfTI, NRRD or MetaImage:
-`unet.io.images`) with the channels last or as vector components, or 3D for a single channel; a
-subfolder holding a DICOM series is one case too, named after the folder. Each segmentation is
-written in its image's own format and grid. Inputs are checked (folder, models, archive checksums,
-channel counts) before any model is loaded, so a wrong call fails in seconds with a message naming
-what to fix.
+SavedModel or ONNX export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (regions)
+and `postprocessing.json` (applied to the label maps when present). Images follow the MSD channel
+layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with the channels last or as
+vector components, or 3D for a single channel; a subfolder holding a DICOM series is one case too,
+named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
+checked (folder, models, archive checksums, channel counts) before any model is loaded, so a wrong
+call fails in seconds with a message naming what to fix.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from unet.inference.archive import ModelFolder, open_model_folder
+from unet.inference.archive import POSTPROCESSING, ModelFolder, open_model_folder
 from unet.inference.model_info import ModelSet, model_paths  # noqa: F401 (its home before model.json)
+from unet.inference.postprocess import PostprocessingError, describe_steps, load_postprocessing
 from unet.inference.predict import InputError, PredictSettings, predict_cases, raw_inputs
 from unet.inference.runtimes import check_runtime, runtime_path
 from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_shape
@@ -95,15 +96,34 @@ def runtime_files(source: ModelFolder, models: ModelSet, runtime: str) -> list[P
                      f"-o model.zip --formats {runtime}` (or predict with --runtime keras)")
 
 
+def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
+    """The models' postprocessing.json when they have one and `postprocess`; says what it applies."""
+    path = source.folder / POSTPROCESSING
+    if not path.is_file():
+        print(f"postprocessing: none ({source.source} has no {POSTPROCESSING})")
+        return None
+    if not postprocess:
+        print(f"postprocessing: skipped (--no-postprocess; {source.source} has a {POSTPROCESSING})")
+        return None
+    try:
+        spec = load_postprocessing(path)
+    except (PostprocessingError, ValueError) as exc:
+        raise InputError(f"{source.source}: {POSTPROCESSING}: {exc}") from exc
+    print(f"postprocessing ({POSTPROCESSING}): {describe_steps(spec)}")
+    return spec
+
+
 def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
                    folds: Sequence[int | str] | None = None, settings: PredictSettings = PredictSettings(),
-                   checkpoint: str | None = None, *, runtime: str = "keras", threads: int | None = None) -> list[Path]:
+                   checkpoint: str | None = None, *, runtime: str = "keras", threads: int | None = None,
+                   postprocess: bool = True) -> list[Path]:
     """Segment every image in `in_dir` with the fold models of `model` (a results folder, a model
     archive or its unpacked folder), averaged, and write {out_dir}/{case}{its image's ending} (a
     folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
     `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
     the models' model.json. `runtime`: which of each fold's files predicts ("keras", or the
-    "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime)."""
+    "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime). With `postprocess`,
+    the models' postprocessing.json (when they have one) is applied to the label maps."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = image_cases(in_dir)
     if out_dir.resolve() == in_dir.resolve():
@@ -115,10 +135,11 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
         plans = models.plans if source.manifest is None else f"{model}: plans.json"
         check_channels(cases, models.plan, plans)
         networks = runtime_files(source, models, runtime)
+        postprocessing = models_postprocessing(source, postprocess)
         plan = models.plan
         # As the workflow does: background outside the non-zero mask; the models' regions.
         settings = replace(settings, background_outside_mask=plan.nonzero_mask, regions=models.regions,
                            checkpoint=source.checkpoint)
         return predict_cases(networks, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
                              plan.label_values, settings, {c.id: image_ending(c.image) for c in cases},
-                             runtime=runtime, threads=threads)
+                             runtime=runtime, threads=threads, postprocessing=postprocessing)
