@@ -398,3 +398,23 @@ def test_predict_applies_the_models_postprocessing_to_the_label_maps_only(traine
     skipped = _predict(run, images, tmp_path / "raw", "--no-postprocess", printed=printed)
     assert f"postprocessing: skipped (--no-postprocess; {run} has a postprocessing.json)" in printed[-1]
     np.testing.assert_array_equal(skipped[name][0], raw)
+
+
+def test_re_exporting_an_archive_carries_its_formats_over(runtimes_archive, tmp_path, monkeypatch, capsys):
+    # Nothing is converted again: the ONNX packages are not even needed.
+    for module in ("onnxruntime", "onnx", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, module, None)
+    one = export_archive(runtimes_archive, tmp_path / "onnx.zip", folds=[1], formats=["keras", "onnx"])
+    assert f"onnx: carried over from {runtimes_archive}" in capsys.readouterr().out
+    with zipfile.ZipFile(one) as z, zipfile.ZipFile(runtimes_archive) as original:
+        manifest = json.loads(z.read("manifest.json"))
+        assert z.read("fold_1/formats/model.onnx") == original.read("fold_1/formats/model.onnx")
+    assert manifest["formats"] == ["keras", "onnx"]
+    assert set(manifest["members"]) == {"plans.json", "fold_1/model.json", "fold_1/model.keras",
+                                        "fold_1/formats/model.onnx"}  # saved_model was not asked for
+    saved = export_archive(runtimes_archive, tmp_path / "saved.zip", folds=[0], formats=["keras", "saved_model"])
+    with zipfile.ZipFile(saved) as z, zipfile.ZipFile(runtimes_archive) as original:
+        names = [n for n in z.namelist() if n.startswith("fold_0/formats/")]
+        assert "fold_0/formats/saved_model/saved_model.pb" in names
+        assert all(z.read(n) == original.read(n) for n in names)
+        assert names == [n for n in sorted(original.namelist()) if n.startswith("fold_0/formats/saved_model/")]
