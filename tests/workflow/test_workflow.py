@@ -187,6 +187,18 @@ def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
     assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
 
 
+def test_the_inference_benchmark_times_the_network_that_predicts(tmp_path):
+    """benchmark_predict measures predict.checkpoint's network, as the prediction rules use it (a
+    dry run from an empty folder)."""
+    for checkpoint, name in (("final", "model.keras"), ("best", "model_best.keras")):
+        config = _write_config(tmp_path, f"{checkpoint}.yaml", predict__checkpoint=checkpoint)
+        result = snakemake(tmp_path, config, "--dry-run", "benchmark_predict")
+        assert result.returncode == 0, result.stderr[-3000:]
+        block = (result.stdout + result.stderr).split("rule benchmark_predict:")[1]
+        inputs = block.split("input: ")[1].splitlines()[0].split(", ")
+        assert inputs[0] == str(tmp_path / "results" / "demo" / "fold_0" / name)
+
+
 def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):
     tmp, _ = finished_run
     config = _write_config(tmp, "empty.yaml", evaluate__empty="one")
