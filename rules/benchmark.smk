@@ -29,11 +29,12 @@ rule benchmark_env:
         "make -C {params.repo:q} PYTHON={params.python:q} .bench/{wildcards.name}-venv/.installed > {log:q} 2>&1"
 
 
-# Also measures the fold's model exported to each runtime installed (Keras, SavedModel, and ONNX
-# with the extra of `make onnx-env`) on the same patches; the exports go to a temporary folder.
+# The fold's network that predicts (predict.checkpoint: model.keras, or model_best.keras), also
+# exported to each runtime installed (Keras, SavedModel, and ONNX with the extra of `make
+# onnx-env`) and measured on the same patches; the exports go to a temporary folder.
 rule benchmark_predict:
     input:
-        model=res(f"fold_{BENCHMARK_FOLD}", "model.keras"),
+        model=model_file(BENCHMARK_FOLD),
         splits=res("splits.json"),
         plans=res("plans.json"),
         preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],

@@ -1,5 +1,5 @@
-"""Command line: `python -m unet predict -i IN -o OUT -m MODEL [--folds ...]` and
-`python -m unet export -m RESULTS_DIR -o model.zip [--folds ...]`.
+"""Command line: `python -m unet predict -i IN -o OUT -m MODEL [--folds ...] [--runtime ...]` and
+`python -m unet export -m RESULTS_DIR -o model.zip [--folds ...] [--formats ...]`.
 
 argparse lives here only: the arguments become a small dataclass, which is handed to library
 functions. TensorFlow is imported only once the inputs have been checked (export needs none).
@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from unet.inference.runtimes import RUNTIMES, RuntimeUnavailable
 
 PROG = "python -m unet"
 
@@ -29,6 +31,8 @@ class PredictCommand:
     batch_size: int
     save_probabilities: bool
     checkpoint: str | None = None   # None: an archive's own, else final
+    runtime: str = "keras"          # which of each fold's files predicts (unet.inference.runtimes)
+    postprocess: bool = True        # apply the models' postprocessing.json, when they have one
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "run's {results}/{task}: plans.json, fold_*/model.keras and model.json; or a model "
                     "archive from `export`, zipped or unpacked), probabilities averaged over folds, "
                     "and write OUT/{case} with the image's own ending (a DICOM series as a folder of "
-                    "slices) in the image's own grid. Labels and regions come with the models.")
+                    "slices) in the image's own grid. Labels, regions and postprocessing "
+                    "(postprocessing.json) come with the models.")
     predict.add_argument("-i", "--input", required=True, type=Path, metavar="IN", help="folder of images")
     predict.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                          help="folder for the segmentations (created if missing)")
@@ -90,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", choices=("final", "best"),
                          help="each fold's final network or the best epoch's (default: an archive's "
                               "own, else final)")
+    predict.add_argument("--runtime", choices=RUNTIMES, default="keras",
+                         help="run each fold's network as Keras (default), or as the SavedModel or ONNX "
+                              "export an archive holds (`export --formats saved_model onnx`; onnx needs "
+                              "the optional ONNX packages)")
+    predict.add_argument("--no-postprocess", action="store_true",
+                         help="write the networks' label maps as they are, without the models' "
+                              "postprocessing.json (applied by default when they have one; never to "
+                              "the probabilities)")
     predict.add_argument("--overlap", type=_overlap, default=0.5,
                          help="overlap of neighbouring windows, in [0, 1) (default 0.5)")
     predict.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian",
@@ -135,7 +148,8 @@ def parse_predict(args: argparse.Namespace) -> PredictCommand:
     return PredictCommand(
         input_dir=args.input, output_dir=args.output, results_dir=args.model_dir, folds=_folds(args),
         overlap=args.overlap, blend=args.blend, tta=args.tta, batch_size=args.batch_size,
-        save_probabilities=args.save_probabilities, checkpoint=args.checkpoint)
+        save_probabilities=args.save_probabilities, checkpoint=args.checkpoint, runtime=args.runtime,
+        postprocess=not args.no_postprocess)
 
 
 def parse_export(args: argparse.Namespace) -> ExportCommand:
@@ -143,11 +157,14 @@ def parse_export(args: argparse.Namespace) -> ExportCommand:
                          checkpoint=args.checkpoint, config=args.config, formats=tuple(args.formats))
 
 
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _configure_tensorflow() -> None:
     from unet.runtime import configure_tensorflow
 
-    configure_tensorflow(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else os.cpu_count() or 1)
+    configure_tensorflow(_threads())
 
 
 def run_predict(command: PredictCommand) -> list[Path]:
@@ -158,7 +175,8 @@ def run_predict(command: PredictCommand) -> list[Path]:
     settings = PredictSettings(overlap=command.overlap, blend=command.blend, tta=command.tta,
                                batch_size=command.batch_size, save_probabilities=command.save_probabilities)
     return predict_folder(command.input_dir, command.output_dir, command.results_dir, command.folds,
-                          settings, checkpoint=command.checkpoint)
+                          settings, checkpoint=command.checkpoint, runtime=command.runtime,
+                          threads=_threads(), postprocess=command.postprocess)
 
 
 def run_export(command: ExportCommand) -> Path:
@@ -192,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         command = parse_predict(args)
         written = run_predict(command)
-    except (InputError, ImageReadError) as exc:  # the user's mistakes; anything else is a bug: traceback
+    except (InputError, ImageReadError, RuntimeUnavailable) as exc:  # the user's mistakes or setup;
+        # anything else is a bug: traceback
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} segmentation(s) to {command.output_dir}")

@@ -18,15 +18,27 @@ import pytest
 import unet
 from unet.inference.archive import export_archive
 from unet.inference.errors import InputError
+from unet.inference.postprocess import apply_postprocessing
 from unet.inference.regions import labels_from_regions
+from unet.inference.runtimes import onnx_available
 from unet.inference.standalone import predict_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
-def _cli(*args, cwd=None, env=None):
-    result = subprocess.run([sys.executable, "-m", "unet", *map(str, args)], capture_output=True, text=True,
-                            timeout=600, cwd=cwd, env=env)
+def _run(*args, cwd=None, env=None, blocked=()):
+    """`python -m unet ARGS` in a fresh process; the modules `blocked` cannot be imported in it."""
+    if blocked:
+        command = [sys.executable, "-c", f"import sys; sys.modules.update(dict.fromkeys({list(blocked)!r})); "
+                                         f"from unet.cli import main; sys.exit(main(sys.argv[1:]))"]
+    else:
+        command = [sys.executable, "-m", "unet"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env=env)
+
+
+def _cli(*args, cwd=None, env=None, blocked=()):
+    result = _run(*args, cwd=cwd, env=env, blocked=blocked)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -45,14 +57,17 @@ def archive(trained_run, tmp_path_factory):
     return out
 
 
-def _predict(model, images, out, *args, cwd=None):
+def _predict(model, images, out, *args, cwd=None, blocked=(), printed=None):
     """`python -m unet predict` in a fresh process with its own, checked-empty TMPDIR: {case: (labels,
-    npz arrays)}."""
+    npz arrays)}; what it printed is appended to `printed`."""
     tmp = out.parent / f"{out.name}.tmp"
     tmp.mkdir()
-    _cli("predict", "-i", images, "-o", out, "-m", model, "--overlap", "0.25", "--save-probabilities", *args,
-         cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)})
-    assert not list(tmp.iterdir())  # the unpacked archive was removed
+    result = _cli("predict", "-i", images, "-o", out, "-m", model, "--overlap", "0.25", "--save-probabilities",
+                  *args, cwd=cwd, env={**os.environ, "TMPDIR": str(tmp)}, blocked=blocked)
+    if printed is not None:
+        printed.append(result.stdout)
+    # The unpacked archive was removed (onnxruntime keeps a session-id file of its own, .ses, there).
+    assert not [p for p in tmp.iterdir() if p.name != ".ses"]
     found = {}
     for path in sorted(out.glob("*.nii.gz")):
         with np.load(out / path.name.replace(".nii.gz", ".npz")) as npz:
@@ -300,3 +315,106 @@ def test_the_runs_postprocessing_travels_with_its_models(trained_run, tmp_path):
     with zipfile.ZipFile(export_archive(run, tmp_path / "model.zip")) as z:
         assert json.loads(z.read("postprocessing.json")) == spec
         assert "postprocessing.json" in json.loads(z.read("manifest.json"))["members"]
+
+
+# -- Predicting with another runtime (--runtime), and with the models' postprocessing ---------------
+
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed (make onnx-env)")
+
+
+@pytest.fixture(scope="module")
+def runtimes_archive(trained_run, tmp_path_factory):
+    """The run's archive with each fold also as SavedModel and ONNX (`export --formats`)."""
+    if not onnx_available():
+        pytest.skip("the onnx extra is not installed (make onnx-env)")
+    out = tmp_path_factory.mktemp("runtimes") / "model.zip"
+    _cli("export", "-m", trained_run, "-o", out, "--formats", "saved_model", "onnx")
+    return out
+
+
+@needs_onnx
+def test_each_runtime_of_the_archive_predicts_as_keras(runtimes_archive, images, run_predictions, tmp_path):
+    saved = _predict(runtimes_archive, images, tmp_path / "saved_model", "--runtime", "saved_model")
+    # ONNX predicts with neither TensorFlow nor Keras importable.
+    onnx = _predict(runtimes_archive, images, tmp_path / "onnx", "--runtime", "onnx",
+                    blocked=("tensorflow", "keras"))
+    expected = run_predictions["final"]  # Keras, from the results folder (= from the archive, above)
+    for name, (labels, arrays) in expected.items():
+        probabilities = arrays["probabilities"]
+        np.testing.assert_array_equal(saved[name][0], labels)
+        np.testing.assert_allclose(saved[name][1]["probabilities"], probabilities, atol=1e-4)
+        np.testing.assert_allclose(onnx[name][1]["probabilities"], probabilities, atol=1e-4)
+        # The same label map wherever Keras' two likeliest classes are further apart than the tolerance.
+        top = np.sort(probabilities, axis=0)
+        decided = top[-1] - top[-2] > 2e-4
+        assert decided.mean() > 0.99
+        np.testing.assert_array_equal(onnx[name][0][decided], labels[decided])
+
+
+def test_a_runtime_the_models_lack_is_named_with_the_export_that_writes_it(archive, trained_run, images,
+                                                                           tmp_path):
+    for model, held in ((archive, "the archive's formats are keras"),
+                        (trained_run, "a results folder holds the Keras networks only")):
+        with pytest.raises(InputError) as error:
+            predict_folder(images, tmp_path / "out", model, runtime="onnx")
+        assert str(error.value) == (
+            f"{model}: no onnx network (fold_0/formats/model.onnx; {held}). Export the models with it, then "
+            f"predict from the archive: `python -m unet export -m {model} -o model.zip --formats onnx` (or "
+            f"predict with --runtime keras)")
+        assert not (tmp_path / "out").exists()
+
+
+@needs_onnx
+def test_a_missing_onnxruntime_says_how_to_install_it(runtimes_archive, images, tmp_path):
+    result = _run("predict", "-i", images, "-o", tmp_path / "out", "-m", runtimes_archive, "--runtime", "onnx",
+                  blocked=("onnxruntime",))
+    assert result.returncode == 1
+    assert result.stderr.startswith("python -m unet predict: error: the ONNX runtime needs the Python package "
+                                    "`onnxruntime`, which is not installed here")
+    assert "make onnx-env" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_applies_the_models_postprocessing_to_the_label_maps_only(trained_run, images, run_predictions,
+                                                                          tmp_path):
+    run = tmp_path / "run"
+    for fold in ("fold_0", "fold_1"):
+        (run / fold).mkdir(parents=True)
+        for name in ("model.keras", "model.json"):
+            shutil.copy(trained_run / fold / name, run / fold)
+    shutil.copy(trained_run / "plans.json", run)
+    spec = {"apply": [{"operation": "keep_largest_component", "labels": [1, 2, 3]}]}
+    (run / "postprocessing.json").write_text(json.dumps(spec))
+    [(name, (raw, raw_arrays))] = run_predictions["final"].items()  # the run had no postprocessing.json
+    expected = apply_postprocessing(raw, spec)
+    assert (expected != raw).sum() > 0  # the networks' label map has islands for the step to remove
+
+    printed = []
+    archived = _predict(export_archive(run, tmp_path / "model.zip"), images, tmp_path / "post", printed=printed)
+    assert "postprocessing (postprocessing.json): 1 step(s): keep_largest_component [1, 2, 3]" in printed[-1]
+    labels, arrays = archived[name]
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(arrays["probabilities"], raw_arrays["probabilities"])  # not postprocessed
+
+    skipped = _predict(run, images, tmp_path / "raw", "--no-postprocess", printed=printed)
+    assert f"postprocessing: skipped (--no-postprocess; {run} has a postprocessing.json)" in printed[-1]
+    np.testing.assert_array_equal(skipped[name][0], raw)
+
+
+def test_re_exporting_an_archive_carries_its_formats_over(runtimes_archive, tmp_path, monkeypatch, capsys):
+    # Nothing is converted again: the ONNX packages are not even needed.
+    for module in ("onnxruntime", "onnx", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, module, None)
+    one = export_archive(runtimes_archive, tmp_path / "onnx.zip", folds=[1], formats=["keras", "onnx"])
+    assert f"onnx: carried over from {runtimes_archive}" in capsys.readouterr().out
+    with zipfile.ZipFile(one) as z, zipfile.ZipFile(runtimes_archive) as original:
+        manifest = json.loads(z.read("manifest.json"))
+        assert z.read("fold_1/formats/model.onnx") == original.read("fold_1/formats/model.onnx")
+    assert manifest["formats"] == ["keras", "onnx"]
+    assert set(manifest["members"]) == {"plans.json", "fold_1/model.json", "fold_1/model.keras",
+                                        "fold_1/formats/model.onnx"}  # saved_model was not asked for
+    saved = export_archive(runtimes_archive, tmp_path / "saved.zip", folds=[0], formats=["keras", "saved_model"])
+    with zipfile.ZipFile(saved) as z, zipfile.ZipFile(runtimes_archive) as original:
+        names = [n for n in z.namelist() if n.startswith("fold_0/formats/")]
+        assert "fold_0/formats/saved_model/saved_model.pb" in names
+        assert all(z.read(n) == original.read(n) for n in names)
+        assert names == [n for n in sorted(original.namelist()) if n.startswith("fold_0/formats/saved_model/")]

@@ -164,7 +164,8 @@ def test_predicting_with_the_best_checkpoint_reruns_prediction_and_evaluation_on
 
 def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
     """`snakemake export` (not part of `all`) writes model.zip, which predicts imagesTs alone, in
-    another folder, exactly as the `ensemble` rule did."""
+    another folder, exactly as the `ensemble` and `postprocess_test` rules did (the archive carries
+    the run's postprocessing.json, which `predict` applies)."""
     tmp, config = finished_run
     results = tmp / "results" / "demo"
     result = snakemake(tmp, config, "export")
@@ -177,12 +178,25 @@ def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
          "-m", "model.zip", "--overlap", "0.25", "--batch-size", "4"],
         cwd=fresh, capture_output=True, text=True, timeout=600)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    expected = sorted((results / "predictions" / "test").glob("*.nii.gz"))
+    assert "postprocessing (postprocessing.json): " in predicted.stdout
+    expected = sorted((results / "predictions" / "test_postprocessed").glob("*.nii.gz"))
     assert [p.name for p in expected] == sorted(p.name for p in (fresh / "out").glob("*.nii.gz"))
     for path in expected:
         np.testing.assert_array_equal(np.asarray(nib.load(fresh / "out" / path.name).dataobj),
                                       np.asarray(nib.load(path).dataobj))
     assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
+
+
+def test_the_inference_benchmark_times_the_network_that_predicts(tmp_path):
+    """benchmark_predict measures predict.checkpoint's network, as the prediction rules use it (a
+    dry run from an empty folder)."""
+    for checkpoint, name in (("final", "model.keras"), ("best", "model_best.keras")):
+        config = _write_config(tmp_path, f"{checkpoint}.yaml", predict__checkpoint=checkpoint)
+        result = snakemake(tmp_path, config, "--dry-run", "benchmark_predict")
+        assert result.returncode == 0, result.stderr[-3000:]
+        block = (result.stdout + result.stderr).split("rule benchmark_predict:")[1]
+        inputs = block.split("input: ")[1].splitlines()[0].split(", ")
+        assert inputs[0] == str(tmp_path / "results" / "demo" / "fold_0" / name)
 
 
 def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):

@@ -44,6 +44,7 @@ from unet.inference.errors import InputError
 from unet.data.splits import Fold, parse_fold
 from unet.inference.model_info import (CHECKPOINTS, MODEL_INFO, ModelSet, file_sha256, fold_of, load_model_set,
                                        model_paths)
+from unet.inference.runtimes import runtime_path
 from unet.io.atomic import atomic_path
 
 FORMAT, VERSION = "unet-model-archive", 1
@@ -87,7 +88,9 @@ def export_archive(model_dir: str | os.PathLike, out: str | os.PathLike, *, fold
     """Write the archive of `model_dir` (a results folder or an archive) to `out`, atomically: the
     `checkpoint` network ("final" by default) of `folds` (default: all), plans.json, each fold's
     model.json, `config` (as config.json), the postprocessing, and each fold's network in the
-    `formats` beyond Keras (`exporters[name]`; saved_model and onnx: `runtime_exporter`)."""
+    `formats` beyond Keras (`exporters[name]`; saved_model and onnx: `runtime_exporter`). An
+    archive's own saved_model and onnx files are carried over when asked for again (checked against
+    Keras when they were written, and by their checksums since), unless `exporters` names one."""
     exporters = dict(exporters or {})
     unknown = [f for f in formats if f not in (*FORMATS, *RUNTIME_FORMATS) and f not in exporters]
     if unknown:
@@ -97,8 +100,13 @@ def export_archive(model_dir: str | os.PathLike, out: str | os.PathLike, *, fold
         source = open_model_folder(model_dir, stack, checkpoint)
         models = source.model_set(folds)
         extra = [f for f in dict.fromkeys(formats) if f not in FORMATS]
-        for name in extra:
+        carried = [f for f in extra if f in RUNTIME_FORMATS and f not in exporters and source.manifest is not None
+                   and f in source.manifest.get("formats", ())]
+        fresh = [f for f in extra if f not in carried]
+        for name in fresh:
             exporters.setdefault(name, runtime_exporter(name, source.folder, models.plan))
+        for name in carried:
+            print(f"{name}: carried over from {model_dir} (checked against Keras when it was exported)", flush=True)
         if config is None and (source.folder / "config.json").is_file():
             config = json.loads((source.folder / "config.json").read_text())
         members = {"plans.json": models.plans}
@@ -112,9 +120,11 @@ def export_archive(model_dir: str | os.PathLike, out: str | os.PathLike, *, fold
             fold = model.parent.name
             members[f"{fold}/{MODEL_INFO}"] = model.parent / MODEL_INFO
             members[f"{fold}/{model.name}"] = model
-            if extra:
+            for name in carried:
+                members.update(_format_members(source, model.parent, name))
+            if fresh:
                 target = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unet-formats-")))
-                for name in extra:
+                for name in fresh:
                     exporters[name](model, target)
                 members.update({f"{fold}/formats/{p.relative_to(target).as_posix()}": p for p in _files(target)})
         summary = {"format": FORMAT, "version": VERSION, "package_version": unet.__version__,
@@ -124,6 +134,16 @@ def export_archive(model_dir: str | os.PathLike, out: str | os.PathLike, *, fold
                    "labels": {str(k): v for k, v in sorted(models.plan.labels.items())},
                    "regions": models.regions}
         return _write_zip(out, summary, members)
+
+
+def _format_members(source: "ModelFolder", fold_dir: Path, name: str) -> dict[str, Path]:
+    """{archive path: file} of format `name`'s export in the archive `source`'s `fold_dir`."""
+    path = runtime_path(fold_dir / "formats", name)
+    files = [path] if path.is_file() else _files(path) if path.is_dir() else []
+    if not files:
+        raise InputError(f"{source.source}: {MANIFEST} lists format {name}, but {fold_dir.name} has no "
+                         f"{path.relative_to(fold_dir).as_posix()}; the archive is corrupted")
+    return {f"{fold_dir.name}/{p.relative_to(fold_dir).as_posix()}": p for p in files}
 
 
 def _write_zip(out: str | os.PathLike, summary: dict, members: Mapping[str, Path]) -> Path:

@@ -9,8 +9,9 @@ with full connectivity (26 neighbours in 3D, 8 in 2D; skimage's `label` default 
 and sets the voxels of every component but the largest to background (0). Components tied for
 largest are all kept, as in nnU-Net.
 
-`apply_postprocessing` works on arrays (the test-set rule, `python -m unet predict`);
-`postprocess_folder` on a folder of predictions in any format of `unet.io.images`.
+`apply_postprocessing` works on arrays (`python -m unet predict` applies it as it writes each label
+map); `postprocess_folder` on a folder of predictions in any format of `unet.io.images` (the
+test-set rule `postprocess_test`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def apply_postprocessing(segmentation: np.ndarray,
     return out
 
 
+def describe_steps(spec: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    """The steps of `spec` in a line, e.g. "1 step(s): keep_largest_component [1, 2, 3]"."""
+    steps = _steps(spec)
+    return f"{len(steps)} step(s): " + (", ".join(f"{OPERATION} {list(labels)}" for labels in steps) or "none")
+
+
 def load_postprocessing(path: str | os.PathLike) -> dict:
     """postprocessing.json, checked: its steps are ones `apply_postprocessing` knows."""
     spec = read_json(path)
@@ -128,9 +135,7 @@ def postprocess_folder(source_dir: str | os.PathLike, target_dir: str | os.PathL
     postprocessing changes label maps only, as in nnU-Net."""
     if not isinstance(spec, Mapping):
         spec = load_postprocessing(spec)
-    steps = _steps(spec)
-    print(f"postprocessing: {len(steps)} step(s): "
-          + (", ".join(f"{OPERATION} {list(labels)}" for labels in steps) or "none"))
+    print(f"postprocessing: {describe_steps(spec)}")
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -22,9 +22,11 @@ from unet.io.atomic import atomic_path, load_npy, read_json
 from unet.io.images import NIFTI, image_path, save_image
 from unet.inference.errors import InputError
 from unet.inference.model_info import ModelSet, load_model_set
+from unet.inference.postprocess import apply_postprocessing
 from unet.inference.regions import Regions, check_regions, region_membership, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
+from unet.inference.runtimes import RuntimePredictor, check_runtime, load_runtime
 from unet.inference.sliding_window import Predictor, sliding_window_inference, sliding_window_slices
 from unet.io.msd import Case, load_dataset
 from unet.preprocessing.geometry import CaseGeometry
@@ -155,13 +157,14 @@ def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,
                       out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
                       settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI,
-                      slice_axis: int | None = None) -> list[Path]:
+                      slice_axis: int | None = None, postprocessing: Mapping | None = None) -> list[Path]:
     """Write {out_dir}/{case}{ending} per case (the raw image's shape and affine, dataset label
     values; `ending` is a format of `unet.io.images`, one for all cases or one per case id) and,
     with `settings.save_probabilities`, {out_dir}/{case}.npz (see
     `unet.inference.restore.probabilities_from_cropped`). With `settings.regions` the predictor's
     channels are region probabilities, turned into labels by `unet.inference.regions`. With
-    `slice_axis` the predictor is 2D (`predict_case`)."""
+    `slice_axis` the predictor is 2D (`predict_case`). With `postprocessing` (postprocessing.json),
+    its steps are applied to each label map (not to the probabilities, as in nnU-Net)."""
     regions = settings.regions
     if regions is not None:
         check_regions(regions, label_values, where="predict regions")
@@ -179,8 +182,10 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
                                label_values, regions)
         case_ending = ending if isinstance(ending, str) else ending[cid]
         path = image_path(out_dir, cid, case_ending)
-        save_image(path, labels_from_cropped(cropped, geometry, label_values, regions), geometry.raw_affine,
-                   ending=case_ending)
+        labels = labels_from_cropped(cropped, geometry, label_values, regions)
+        if postprocessing is not None:
+            labels = apply_postprocessing(labels, postprocessing)
+        save_image(path, labels, geometry.raw_affine, ending=case_ending)
         written.append(path)
     return written
 
@@ -198,10 +203,15 @@ def background_outside(probs: np.ndarray, image: np.ndarray, regions: bool) -> n
 
 def check_model_outputs(model, path, num_classes: int, regions) -> None:
     """A model trained on regions (sigmoid per region) must be predicted with those regions, and a
-    label model (softmax over the classes) without: mixing them up would paint garbage."""
-    channels = int(model.outputs[0].shape[-1])
-    head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
-    sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
+    label model (softmax over the classes) without: mixing them up would paint garbage. A Keras
+    model's head tells its activation; another runtime's export (`RuntimePredictor`) only its
+    channel count, which must be the plan's classes or the regions'."""
+    if isinstance(model, RuntimePredictor):
+        channels, sigmoid = model.num_outputs, regions is not None
+    else:
+        channels = int(model.outputs[0].shape[-1])
+        head = next((layer for layer in model.layers if layer.name == "probabilities"), model.layers[-1])
+        sigmoid = getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
     if regions is None and (sigmoid or channels != num_classes):
         raise InputError(f"{path}: the model outputs {channels} {'sigmoid ' if sigmoid else ''}channel(s), not "
                          f"softmax over the plan's {num_classes} classes: it was trained with train.regions, "
@@ -215,18 +225,24 @@ def check_model_outputs(model, path, num_classes: int, regions) -> None:
 def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput], n_cases: int,
                   out_dir: str | Path, patch_size: Sequence[int], label_values: Sequence[int],
                   settings: PredictSettings, ending: str | Mapping[str, str] = NIFTI,
-                  slice_axis: int | None = None) -> list[Path]:
-    """`write_predictions` with the saved Keras models at `model_paths` (2D ones with `slice_axis`).
+                  slice_axis: int | None = None, *, runtime: str = "keras", threads: int | None = None,
+                  postprocessing: Mapping | None = None) -> list[Path]:
+    """`write_predictions` with the networks at `model_paths` (2D ones with `slice_axis`): saved Keras
+    models, or exports for `runtime` ("saved_model", "onnx": `unet.inference.runtimes`; `threads`
+    sizes onnxruntime's pool).
 
     With several models (folds), their probabilities are averaged before the argmax (or, with
     `settings.regions`, before the regions are thresholded).
     """
-    models = load_models(model_paths)
+    if check_runtime(runtime) == "keras":
+        models = load_models(model_paths)
+    else:
+        models = [load_runtime(path, runtime, threads) for path in model_paths]
     for path, model in zip(model_paths, models):
         check_model_outputs(model, path, len(label_values), settings.regions)
     predictor = ensemble_predictor(models, settings.tta)
     return write_predictions(predictor, inputs, n_cases, out_dir, patch_size, label_values, settings, ending,
-                             slice_axis)
+                             slice_axis, postprocessing)
 
 
 # -- The workflow's rules -------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Predicting a folder of new images with trained models (`python -m unet predict`).
 
 The models come from a run's results folder or a model archive (`unet.inference.archive`), which
-supply everything: `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` and
-`fold_{k}/model.json` (regions). Images follow the MSD channel layout: one file per case (NIfTI,
-NRRD or MetaImage: `unet.io.images`) with the channels last or as vector components, or 3D for a
-single channel; a subfolder holding a DICOM series is one case too, named after the folder. Each
-segmentation is written in its image's own format and grid. Inputs are checked (folder, models,
-archive checksums, channel counts) before any model is loaded, so a wrong call fails in seconds
-with a message naming what to fix.
+supply everything: `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` (or its
+SavedModel or ONNX export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (regions)
+and `postprocessing.json` (applied to the label maps when present). Images follow the MSD channel
+layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with the channels last or as
+vector components, or 3D for a single channel; a subfolder holding a DICOM series is one case too,
+named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
+checked (folder, models, archive checksums, channel counts) before any model is loaded, so a wrong
+call fails in seconds with a message naming what to fix.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from unet.inference.archive import open_model_folder
-from unet.inference.model_info import model_paths  # noqa: F401 (its home before model.json)
-from unet.inference.predict import InputError, PredictSettings, predict_cases, raw_inputs
+from unet.inference.archive import POSTPROCESSING, ModelFolder, open_model_folder
+from unet.inference.model_info import ModelSet, model_paths  # noqa: F401 (its home before model.json)
+from unet.inference.postprocess import PostprocessingError, describe_steps, load_postprocessing
+from unet.inference.predict import InputError, PredictSettings, predict_cases, preprocessing_plan, raw_inputs
+from unet.inference.runtimes import check_runtime, runtime_path
 from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_shape
 from unet.io.msd import Case, case_id
 from unet.preprocessing.plan import Plan
@@ -75,14 +78,52 @@ def check_channels(cases: Sequence[Case], plan: Plan, plans_path: str | Path) ->
                 f"channels along the 4th axis, in that order (MSD layout)")
 
 
+def runtime_files(source: ModelFolder, models: ModelSet, runtime: str) -> list[Path]:
+    """The files `runtime` loads for `models`: the Keras networks themselves, or their exports
+    under each fold's `formats/` (`unet.inference.archive`); InputError naming the first missing
+    one and the export that writes it."""
+    if check_runtime(runtime) == "keras":
+        return list(models.models)
+    paths = [runtime_path(model.parent / "formats", runtime) for model in models.models]
+    missing = next((path for path in paths if not path.exists()), None)
+    if missing is None:
+        return paths
+    member = missing.relative_to(source.folder).as_posix()
+    held = (f"the archive's formats are {', '.join(source.manifest.get('formats', ['keras']))}"
+            if source.manifest is not None else "a results folder holds the Keras networks only")
+    raise InputError(f"{source.source}: no {runtime} network ({member}; {held}). Export the models "
+                     f"with it, then predict from the archive: `python -m unet export -m {source.source} "
+                     f"-o model.zip --formats {runtime}` (or predict with --runtime keras)")
+
+
+def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
+    """The models' postprocessing.json when they have one and `postprocess`; says what it applies."""
+    path = source.folder / POSTPROCESSING
+    if not path.is_file():
+        print(f"postprocessing: none ({source.source} has no {POSTPROCESSING})")
+        return None
+    if not postprocess:
+        print(f"postprocessing: skipped (--no-postprocess; {source.source} has a {POSTPROCESSING})")
+        return None
+    try:
+        spec = load_postprocessing(path)
+    except (PostprocessingError, ValueError) as exc:
+        raise InputError(f"{source.source}: {POSTPROCESSING}: {exc}") from exc
+    print(f"postprocessing ({POSTPROCESSING}): {describe_steps(spec)}")
+    return spec
+
+
 def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
                    folds: Sequence[int | str] | None = None, settings: PredictSettings = PredictSettings(),
-                   checkpoint: str | None = None) -> list[Path]:
+                   checkpoint: str | None = None, *, runtime: str = "keras", threads: int | None = None,
+                   postprocess: bool = True) -> list[Path]:
     """Segment every image in `in_dir` with the fold models of `model` (a results folder, a model
     archive or its unpacked folder), averaged, and write {out_dir}/{case}{its image's ending} (a
     folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
     `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
-    the models' model.json."""
+    the models' model.json. `runtime`: which of each fold's files predicts ("keras", or the
+    "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime). With `postprocess`,
+    the models' postprocessing.json (when they have one) is applied to the label maps."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = image_cases(in_dir)
     if out_dir.resolve() == in_dir.resolve():
@@ -93,9 +134,14 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
         models = source.model_set(folds)
         plans = models.plans if source.manifest is None else f"{model}: plans.json"
         check_channels(cases, models.plan, plans)
+        networks = runtime_files(source, models, runtime)
+        postprocessing = models_postprocessing(source, postprocess)
         plan = models.plan
         # As the workflow does: background outside the non-zero mask; the models' regions.
         settings = replace(settings, background_outside_mask=plan.nonzero_mask, regions=models.regions,
                            checkpoint=source.checkpoint)
-        return predict_cases(models.models, raw_inputs(cases, plan), len(cases), out_dir, plan.patch_size,
-                             plan.label_values, settings, {c.id: image_ending(c.image) for c in cases})
+        # A 2d configuration's models see slices of the images preprocessed as 3d_fullres.
+        return predict_cases(networks, raw_inputs(cases, preprocessing_plan(models.plans, plan)), len(cases),
+                             out_dir, plan.patch_size, plan.label_values, settings,
+                             {c.id: image_ending(c.image) for c in cases}, plan.slice_axis,
+                             runtime=runtime, threads=threads, postprocessing=postprocessing)
