@@ -20,6 +20,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from unet.model.instance_norm import InstanceNormalization
+
 ACTIVATIONS = ("softmax", "sigmoid")
 NEGATIVE_SLOPE = 0.01  # of the LeakyReLU after every convolution
 
@@ -42,8 +44,7 @@ def _transpose_layer(dim: int):
 def _block(x, filters: int, kernel, stride, name: str):
     x = _conv_layer(len(kernel))(filters, kernel, strides=stride, padding="same", use_bias=False,
                                  kernel_initializer=_he_normal(), name=f"{name}_conv")(x)
-    # GroupNormalization with one group per channel is instance normalization.
-    x = layers.GroupNormalization(groups=filters, epsilon=1e-5, name=f"{name}_norm")(x)
+    x = InstanceNormalization(epsilon=1e-5, name=f"{name}_norm")(x)
     return layers.LeakyReLU(negative_slope=NEGATIVE_SLOPE, name=f"{name}_act")(x)
 
 
