@@ -54,37 +54,49 @@ class InstanceNormalization(keras.layers.Layer):
 
 def instance_norm(x, gamma, beta, epsilon: float):
     """`x` (B, *spatial, C) normalized per sample and channel over the spatial axes, scaled by
-    `gamma` and shifted by `beta` (C,), computed in `gamma`'s dtype and returned in `x`'s."""
+    `gamma` and shifted by `beta` (C,), computed in `gamma`'s dtype and returned in `x`'s.
+
+    The work is done on `x` seen as rows of its last spatial axis times the channels,
+    (B, rows, Z * C): a per-(sample, channel) factor broadcast over rows of 8 or 16 channels
+    runs at a quarter of the speed of a plain elementwise product in TensorFlow's CPU kernels
+    (shorter than one vector register); over rows of Z * C values it runs at full speed.
+    """
     out_dtype = x.dtype
-    axes = tuple(range(1, len(x.shape) - 1))
+    shape = ops.shape(x)
+    batch, z, channels = shape[0], shape[-2], shape[-1]
+
+    def rows(v):
+        """(B, C) per sample and channel -> (B, 1, Z * C), to broadcast over the rows."""
+        return ops.tile(ops.expand_dims(v, 1), (1, 1, z))
+
+    def total(v):
+        """(B, rows, Z * C) -> (B, C): the sum over the spatial axes."""
+        return ops.sum(ops.reshape(ops.sum(v, axis=1), (batch, z, channels)), axis=1)
 
     @ops.custom_gradient
     def forward(x, gamma, beta):
-        x32 = ops.cast(x, gamma.dtype)
-        mean, variance = ops.moments(x32, axes, keepdims=True)
-        inv = ops.rsqrt(variance + epsilon)
-        scale = inv * gamma
-        shift = beta - mean * scale
-        outputs = ops.cast(x32 * scale + shift, out_dtype)
+        xw = ops.reshape(ops.cast(x, gamma.dtype), (batch, -1, z * channels))
+        count = ops.cast(ops.shape(xw)[1] * z, xw.dtype)
+        mean = total(xw) / count
+        centred = xw - rows(mean)  # kept for the backward pass instead of x
+        inv = ops.rsqrt(total(centred * centred) / count + epsilon)
+        scale = inv * gamma  # (B, C)
+        outputs = ops.cast(ops.reshape(centred * rows(scale) + rows(ops.broadcast_to(beta, ops.shape(scale))),
+                                       shape), out_dtype)
 
         def backward(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            dy = ops.cast(upstream, x32.dtype)
-            count = 1
-            for axis in axes:
-                count *= ops.shape(x32)[axis]
-            count = ops.cast(count, x32.dtype)
-            sum_dy = ops.sum(dy, axis=axes, keepdims=True)
-            # sum(dy * xhat) with xhat = (x - mean) * inv, from sum(dy * x): one product fewer.
-            sum_dy_xhat = (ops.sum(dy * x32, axis=axes, keepdims=True) - mean * sum_dy) * inv
-            # dx = gamma * inv * (dy - mean(dy) - xhat * mean(dy * xhat)) = scale * dy + b * x + c
-            b = -scale * inv * sum_dy_xhat / count
-            c = -scale * sum_dy / count - b * mean
-            dx = ops.cast(scale * dy + (b * x32 + c), out_dtype)
-            batch_and_spatial = (0,) + axes
-            dgamma = ops.reshape(ops.sum(sum_dy_xhat, axis=batch_and_spatial), ops.shape(gamma))
-            dbeta = ops.reshape(ops.sum(sum_dy, axis=batch_and_spatial), ops.shape(beta))
-            return dx, dgamma, dbeta
+            with keras.name_scope("instance_norm_grad"):  # to find it in a profile
+                dy = ops.reshape(ops.cast(upstream, centred.dtype), ops.shape(centred))
+                sum_dy = total(dy)
+                sum_dy_xhat = total(dy * centred) * inv  # xhat = centred * inv
+                # dx = gamma inv (dy - mean(dy) - xhat mean(dy xhat)) = scale dy + b centred + c
+                b = -scale * inv * sum_dy_xhat / count
+                c = -scale * sum_dy / count
+                dx = dy * rows(scale) + (centred * rows(b) + rows(c))
+                dgamma = ops.reshape(ops.sum(sum_dy_xhat, axis=0), ops.shape(gamma))
+                dbeta = ops.reshape(ops.sum(sum_dy, axis=0), ops.shape(beta))
+                return ops.cast(ops.reshape(dx, shape), out_dtype), dgamma, dbeta
 
         return outputs, backward
 
