@@ -73,13 +73,17 @@ def instance_norm(x, gamma, beta, epsilon: float):
         """(B, rows, Z * C) -> (B, C): the sum over the spatial axes."""
         return ops.sum(ops.reshape(ops.sum(v, axis=1), (batch, z, channels)), axis=1)
 
+    def average(v):
+        """(B, rows, Z * C) -> (B, C): the mean over the spatial axes (a mean of equal-sized means;
+        no division by a count, which graph optimization would turn into a product)."""
+        return ops.mean(ops.reshape(ops.mean(v, axis=1), (batch, z, channels)), axis=1)
+
     @ops.custom_gradient
     def forward(x, gamma, beta):
         xw = ops.reshape(ops.cast(x, gamma.dtype), (batch, -1, z * channels))
-        count = ops.cast(ops.shape(xw)[1] * z, xw.dtype)
-        mean = total(xw) / count
+        mean = average(xw)
         centred = xw - rows(mean)  # kept for the backward pass instead of x
-        inv = ops.rsqrt(total(centred * centred) / count + epsilon)
+        inv = ops.rsqrt(average(centred * centred) + epsilon)
         scale = inv * gamma  # (B, C)
         outputs = ops.cast(ops.reshape(centred * rows(scale) + rows(ops.broadcast_to(beta, ops.shape(scale))),
                                        shape), out_dtype)
@@ -88,6 +92,7 @@ def instance_norm(x, gamma, beta, epsilon: float):
             upstream = args[0] if upstream is None else upstream
             with keras.name_scope("instance_norm_grad"):  # to find it in a profile
                 dy = ops.reshape(ops.cast(upstream, centred.dtype), ops.shape(centred))
+                count = ops.cast(ops.shape(centred)[1] * z, centred.dtype)
                 sum_dy = total(dy)
                 sum_dy_xhat = total(dy * centred) * inv  # xhat = centred * inv
                 # dx = gamma inv (dy - mean(dy) - xhat mean(dy xhat)) = scale dy + b centred + c
