@@ -8,7 +8,8 @@ they do not change much, for the same step (the training loop's, `unet.bench.tra
 - TensorFlow's op durations from its profiler, each op's the minimum over the traced steps (an op
   that was preempted in one step ran whole in another), summed by kind: convolutions forward and
   backward, instance normalization, activations, skip concatenations, transposed convolutions,
-  heads, loss, optimizer.
+  heads, loss, optimizer. On a very busy machine even the minimum of a long op includes waiting
+  (the sum then exceeds the CPU time, and the table says so).
 
 The FLOP rate per CPU second, against a float32 matrix product's (TensorFlow's, timed alike), is
 the fraction of the matmul peak the step would reach if its threads never waited: with one thread,
@@ -140,6 +141,9 @@ def format_profile(result: dict) -> str:
              f"ops: {result['ops_per_step']:.0f} per step, {result['op_ms_per_step']:.1f} ms "
              f"(each op's minimum over the steps)"]
     total = result["op_ms_per_step"]
+    if total > result["cpu_ms_per_step"] * result["threads"]:
+        lines.append("  (more than the CPU time: other jobs held the ops up in every traced step; the CPU time "
+                     "holds, the shares below lean towards the longer ops)")
     lines += [f"  {kind:32s} {ms:7.2f} ms {ms / total:6.1%}" for kind, ms in result["kinds_ms"].items()]
     return "\n".join(lines)
 
