@@ -12,6 +12,7 @@ import pytest
 from unet.model import network
 from unet.model.instance_norm import InstanceNormalization
 from unet.model.network import build_unet
+from unet.model.saved import load_model, load_weights
 
 BACKEND = keras.backend.backend()
 
@@ -130,19 +131,29 @@ def test_models_saved_with_group_normalization_still_load_and_predict_the_same(m
     rng = np.random.default_rng(4)
     old.set_weights([w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in old.get_weights()])
     old.save(tmp_path / "old.keras")
+    old.save_weights(tmp_path / "old.weights.h5")  # as checkpoints/best.weights.h5
     x = _inputs((2, 16, 16, 16, 2))
     expected = np.asarray(old.predict_on_batch(x))
 
-    loaded = keras.saving.load_model(tmp_path / "old.keras", compile=False)
+    loaded = load_model(tmp_path / "old.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(x)), expected, atol=1e-6)
     new = build_unet(2, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]], name="unet")
     assert isinstance(new.get_layer("enc0a_norm"), InstanceNormalization)
     # The same weights by name and shape (what fine-tuning from a saved model matches on) ...
     old_weights = {w.path: tuple(w.shape) for w in old.weights}
     assert {w.path: tuple(w.shape) for w in new.weights} == old_weights
-    # ... and with them the new network predicts what the old one did. (A bare .weights.h5 file
-    # keys layers by class name, so an old checkpoints/best.weights.h5 loads into the old layers.)
+    # ... and with them the new network predicts what the old one did.
     new.set_weights(loaded.get_weights())
+    np.testing.assert_allclose(np.asarray(new.predict_on_batch(x)), expected, atol=1e-5)
+    # A bare weights file keys layers by class-derived names: Keras alone cannot match the old ones.
+    fresh = build_unet(2, 3, [4, 8], [[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [3, 3, 3]], name="unet")
+    with pytest.raises(ValueError):
+        fresh.load_weights(tmp_path / "old.weights.h5")
+    load_weights(fresh, tmp_path / "old.weights.h5")
+    np.testing.assert_allclose(np.asarray(fresh.predict_on_batch(x)), expected, atol=1e-5)
+    # and a file of the new network's loads as it is
+    fresh.save_weights(tmp_path / "new.weights.h5")
+    load_weights(new, tmp_path / "new.weights.h5")
     np.testing.assert_allclose(np.asarray(new.predict_on_batch(x)), expected, atol=1e-5)
 
 

@@ -67,11 +67,9 @@ class PredictSettings:
 
 
 def load_models(paths: Sequence[str | Path]) -> list:
-    import keras  # imported here so that reading this module stays cheap
+    from unet.model.saved import load_model  # imported here so that reading this module stays cheap
 
-    import unet.model.instance_norm  # noqa: F401  registers the network's own layer for loading
-
-    return [keras.saving.load_model(str(p), compile=False) for p in paths]
+    return [load_model(p) for p in paths]
 
 
 def _mirrorings(batch_ndim: int) -> list[tuple[int, ...]]:

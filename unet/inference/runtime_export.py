@@ -104,9 +104,9 @@ def float32_model(model):
 
 def _load_keras(model):
     if isinstance(model, (str, Path)):
-        import keras
+        from unet.model.saved import load_model
 
-        return keras.saving.load_model(str(model), compile=False)
+        return load_model(model)
     return model
 
 

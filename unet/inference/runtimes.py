@@ -98,9 +98,9 @@ def load_runtime(path: str | Path, runtime: str = "keras", threads: int | None =
 
 
 def _load_keras(path: Path, threads: int | None) -> RuntimePredictor:
-    import keras
+    from unet.model.saved import load_model
 
-    model = keras.saving.load_model(str(path), compile=False)
+    model = load_model(path)
     return RuntimePredictor("keras", path, int(model.outputs[0].shape[-1]), model.predict_on_batch)
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from unet.data.pipeline import training_epochs, validation_patches
 from unet.io.atomic import atomic_path
+from unet.model.saved import load_weights
 from unet.preprocessing.plan import Plan
 from unet.runtime import machine_info
 from unet.training.curves import plot_training_curves
@@ -236,7 +237,8 @@ class FoldTrainer:
     def save_best_model(self, path: str | Path) -> None:
         """Save the best epoch's weights as a prediction model (after `save_model`: this replaces
         the trained weights in memory)."""
-        self.model.load_weights(self.out_dir / "checkpoints" / "best.weights.h5")
+        # Also a file from before the network had its own instance normalization (a resumed run).
+        load_weights(self.model, self.out_dir / "checkpoints" / "best.weights.h5")
         self.save_model(path)
 
 

@@ -98,13 +98,13 @@ def plan_transfer(source, target) -> tuple[list[str], dict[str, str], list[str]]
 def load_initial_weights(model, path: str | os.PathLike) -> Transfer:
     """Copy the weights of the model `path` names (`initial_weights`) into `model` where they match;
     raise ValueError naming every layer that does not (heads excepted: they start fresh)."""
-    import keras  # here, so that the workflow can resolve paths without loading Keras
+    from unet.model.saved import load_model  # here, so that the workflow can resolve paths without Keras
 
     source_path = initial_weights(path)
     if source_path.suffix == ".zip":
         source = _archive_model(source_path)
     else:
-        source = keras.saving.load_model(str(source_path), compile=False)
+        source = load_model(source_path)
     copy, fresh, problems = plan_transfer(source, model)
     if problems:
         raise ValueError(f"config train.init_weights: {source_path} does not fit this network (another "
@@ -121,9 +121,8 @@ def _archive_model(path: Path):
     (checksums verified first: unet.inference.archive)."""
     import contextlib
 
-    import keras
-
     from unet.inference.archive import open_model_folder
+    from unet.model.saved import load_model
 
     with contextlib.ExitStack() as stack:
         archive = open_model_folder(path, stack)
@@ -132,4 +131,4 @@ def _archive_model(path: Path):
             raise ValueError(f"{path}: holds the models of folds {', '.join(map(str, folds))} and no fold all; "
                              f"export the one to start from (`python -m unet export --folds K`)")
         [model] = archive.model_set(["all"] if "all" in folds else folds).models
-        return keras.saving.load_model(str(model), compile=False)
+        return load_model(model)
