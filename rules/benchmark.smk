@@ -1,8 +1,11 @@
 # `benchmark_*` rules measure speed; the default target does not run them. Run one by name:
 #   snakemake --cores all benchmark_predict
 # The benchmark runs on the first cross-validation fold of `folds` (its model and validation
-# cases), fold 0 when `folds` lists only `all`.
+# cases), fold 0 when `folds` lists only `all`, of 3d_fullres, or of the first configuration listed
+# when `configurations` does not hold 3d_fullres.
 BENCHMARK_FOLD = CV_FOLDS[0] if CV_FOLDS else 0
+_listed = config.get("configurations", "auto")
+BENCHMARK_CONFIGURATION = FULLRES if _listed == "auto" or FULLRES in _listed else _listed[0]
 # The references (nnU-Net v2; Keras on JAX) run from virtualenvs of their own under the
 # workflow's .bench/, pinned by its envs/{name}-bench.txt and built by `make bench-env`;
 # `benchmark_env` runs that make target for the one a benchmark needs, on first use; a
@@ -34,16 +37,16 @@ rule benchmark_env:
 # onnx-env`) and measured on the same patches; the exports go to a temporary folder.
 rule benchmark_predict:
     input:
-        model=model_file(BENCHMARK_FOLD),
+        model=model_file(BENCHMARK_FOLD, BENCHMARK_CONFIGURATION),
         splits=res("splits.json"),
         plans=res("plans.json"),
-        preprocessed=lambda wildcards: preprocessed_files(wildcards)["images"],
+        preprocessed=lambda wildcards: preprocessed_files(preprocessed_name(BENCHMARK_CONFIGURATION))["images"],
     output:
         res("benchmarks", "predict.json"),
     params:
         predict={k: v for k, v in config["predict"].items() if k != "save_probabilities"},
         fold=BENCHMARK_FOLD,
-        preprocessed_dir=res("preprocessed"),
+        preprocessed_dir=res(preprocessed_name(BENCHMARK_CONFIGURATION)),
         batch_sizes=[1, 2],
         warmup=20,
         steps=100,

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from unet.config import result_settings
 from unet.data.splits import ALL
 from unet.inference.model_info import CHECKPOINTS
 from unet.io.datasets import known_case_ids
 from unet.io.msd import DatasetError
+from unet.preprocessing.plan import CONFIGURATIONS, FULLRES, configuration_names
 from unet.training.pretrained import initial_weights
 
 TASK = config["task"]
@@ -21,9 +23,13 @@ FOLDS = config["folds"] if config["folds"] is not None else list(range(config["n
 CV_FOLDS = [fold for fold in FOLDS if fold != ALL]
 
 
+LOWRES, CASCADE = "3d_lowres", "3d_cascade_fullres"
+
+
 wildcard_constraints:
     fold=r"\d+",  # rule train also takes `all`
     case=r"[^/]+?",
+    configuration="|".join(CONFIGURATIONS),
 
 
 def res(*parts):
@@ -35,10 +41,84 @@ def log_file(*parts):
     return res("logs", *parts)
 
 
-def model_file(fold="{fold}"):
-    """The network of `fold` that predicts: the final one or, with predict.checkpoint: best, the
-    best epoch's (unet.inference.model_info)."""
-    return res(f"fold_{fold}", CHECKPOINTS[config["predict"].get("checkpoint", "final")])
+def model_file(fold="{fold}", configuration="{configuration}"):
+    """The network of `fold` of `configuration` that predicts: the final one or, with
+    predict.checkpoint: best, the best epoch's (unet.inference.model_info)."""
+    return res(configuration, f"fold_{fold}", CHECKPOINTS[config["predict"].get("checkpoint", "final")])
+
+
+# -- Configurations (nnU-Net v2's 2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres) -------------------
+# Each trains, predicts and is evaluated under {results}/{task}/{configuration}/. Preprocessed data
+# and shards are shared where the spacing is (2d and the cascade take 3d_fullres' `preprocessed/`;
+# 3d_lowres has `preprocessed_3d_lowres/`); the cascade's shards also hold the 3d_lowres
+# segmentation of each case (`3d_cascade_fullres/previous/`).
+
+
+def preprocessed_name(configuration):
+    return "preprocessed_3d_lowres" if configuration == LOWRES else "preprocessed"
+
+
+def shards_name(configuration):
+    return f"shards_{configuration}" if configuration in (LOWRES, CASCADE) else "shards"
+
+
+def configurations():
+    """The configurations to train, in CONFIGURATIONS order: config `configurations` (a list), or
+    with `auto` every one plans.json holds (the plan is a checkpoint: read once it exists)."""
+    chosen = config.get("configurations", "auto")
+    if chosen != "auto":
+        return [c for c in CONFIGURATIONS if c in chosen]
+    until = set(getattr(workflow.dag_settings, "until", ()) or ())
+    if until - BEFORE_CASE_LIST and not Path(res("plans.json")).is_file():
+        raise WorkflowError(
+            f"--until {' '.join(sorted(until))} with `configurations: auto`: the configurations are "
+            f"known only once {res('plans.json')} exists. Run `snakemake --cores 1 plan` first, or "
+            f"list the configurations in config.yaml.")
+    with open(checkpoints.plan.get().output[0]) as plans:
+        return list(configuration_names(json.load(plans)))
+
+
+def trained_configurations():
+    """Those that train: the chosen ones, and 3d_lowres when the cascade is chosen (it refines
+    3d_lowres' segmentation) even if 3d_lowres itself is not."""
+    chosen = configurations()
+    if CASCADE in chosen and LOWRES not in chosen:
+        chosen = [c for c in CONFIGURATIONS if c in {*chosen, LOWRES}]
+    return chosen
+
+
+def selecting():
+    """Whether the test set waits for a choice between configurations: several chosen and
+    cross-validation folds to choose by. Then every prediction also saves its probabilities,
+    which a pair ensemble averages (unet.evaluation.selection)."""
+    return bool(CV_FOLDS) and len(configurations()) > 1
+
+
+def predict_params(wildcards=None):
+    """Config `predict` as params (result settings only), probabilities saved when selecting."""
+    settings = result_settings(config, "predict")
+    return {**settings, "save_probabilities": bool(settings.get("save_probabilities")) or selecting()}
+
+
+def candidate_dir(name):
+    """Where a candidate of the selection keeps its predictions and postprocessing.json: a
+    configuration's folder, or ensembles/{a}+{b} for a pair."""
+    return res(name) if "+" not in name else res("ensembles", name)
+
+
+@functools.cache
+def _selected_once(path):
+    with open(path) as best:
+        return json.load(best)["best"]["name"]
+
+
+def selected():
+    """The candidate whose predictions the test set gets: the only configuration, or the one (or
+    pair) best_configuration.json names (a checkpoint: the choice is known once it is made)."""
+    chosen = configurations()
+    if len(chosen) == 1:
+        return chosen[0]
+    return _selected_once(checkpoints.select_configuration.get().output[0])
 
 
 # The rules `--until` can stop at while the case list is still unknown: their jobs need none.
@@ -86,22 +166,26 @@ def test_case_ids(wildcards=None):
     return case_ids()[1]
 
 
-def preprocessed_files(wildcards):
+def preprocessed_files(name="preprocessed"):
+    """The preprocess stage's files of every training case in the folder `name`."""
     ids = training_case_ids()
     return {
-        "images": expand(res("preprocessed", "{case}.npy"), case=ids),
-        "segs": expand(res("preprocessed", "{case}_seg.npy"), case=ids),
-        "fg": expand(res("preprocessed", "{case}_fg.npy"), case=ids),
-        "geometry": expand(res("preprocessed", "{case}.json"), case=ids),
+        "images": expand(res(name, "{case}.npy"), case=ids),
+        "segs": expand(res(name, "{case}_seg.npy"), case=ids),
+        "fg": expand(res(name, "{case}_fg.npy"), case=ids),
+        "geometry": expand(res(name, "{case}.json"), case=ids),
     }
 
 
 def final_targets(wildcards):
-    targets = expand(res("fold_{fold}", "training_curves.png"), fold=FOLDS)
+    targets = [res(c, f"fold_{fold}", "training_curves.png") for c in trained_configurations() for fold in FOLDS]
     if not CV_FOLDS:
-        # Fold `all` alone: no cross-validation to evaluate or to choose postprocessing by.
-        return targets + ([res("predictions", "test")] if test_case_ids() else [])
-    targets += [res("evaluation", "summary.json"), res("evaluation", "dice.png"), res("postprocessing.json")]
+        # Fold `all` alone: no cross-validation to evaluate, to choose by or to choose postprocessing by.
+        return targets + ([res(c, "predictions", "test") for c in configurations()] if test_case_ids() else [])
+    for c in configurations():
+        targets += [res(c, "evaluation", "summary.json"), res(c, "evaluation", "dice.png"),
+                    res(c, "postprocessing.json")]
+    targets.append(res("best_configuration.json"))
     if test_case_ids():
         targets.append(res("predictions", "test_postprocessed"))
     return targets

@@ -1,23 +1,23 @@
-# `evaluate`: one job per fold, the fold's validation predictions against labelsTr.
+# `evaluate`: one job per configuration and fold, the fold's validation predictions against labelsTr.
 # `evaluate.regions: null` scores the regions that dataset.json declares (read at run time;
 # dataset.ok changes whenever the dataset does, so a changed dataset.json reruns this rule).
 
 
 rule evaluate:
     input:
-        predictions=res("predictions", "fold_{fold}"),
+        predictions=res("{configuration}", "predictions", "fold_{fold}"),
         splits=res("splits.json"),
         plans=res("plans.json"),
         ready=res("dataset.ok"),
     output:
-        res("evaluation", "fold_{fold}.csv"),
+        res("{configuration}", "evaluation", "fold_{fold}.csv"),
     params:
         regions=config["evaluate"].get("regions"),
         empty=config["evaluate"].get("empty", "nan"),
         data_dir=str(DATA_DIR),
     log:
-        log_file("evaluate", "fold_{fold}.log"),
+        log_file("evaluate", "{configuration}", "fold_{fold}.log"),
     benchmark:
-        res("benchmarks", "evaluate_fold_{fold}.tsv")
+        res("benchmarks", "evaluate_{configuration}_fold_{fold}.tsv")
     script:
         "../workflow_scripts/evaluate.py"

@@ -1,6 +1,7 @@
+# A checkpoint: with `configurations: auto` the configurations it plans decide the jobs.
 
 
-rule plan:
+checkpoint plan:
     input:
         res("fingerprint.json"),
     output:

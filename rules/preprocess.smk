@@ -1,4 +1,5 @@
-# One job per training case, so caching, cluster grouping and failures are per case.
+# One job per training case and data folder (`preprocessed`: the 3d_fullres spacing, shared by 2d
+# and the cascade; `preprocessed_3d_lowres`), so caching, cluster grouping and failures are per case.
 
 
 rule preprocess:
@@ -6,16 +7,19 @@ rule preprocess:
         ready=res("dataset.ok"),
         plans=res("plans.json"),
     output:
-        image=res("preprocessed", "{case}.npy"),
-        seg=res("preprocessed", "{case}_seg.npy"),
-        fg=res("preprocessed", "{case}_fg.npy"),
-        geometry=res("preprocessed", "{case}.json"),
+        image=res("{preprocessed}", "{case}.npy"),
+        seg=res("{preprocessed}", "{case}_seg.npy"),
+        fg=res("{preprocessed}", "{case}_fg.npy"),
+        geometry=res("{preprocessed}", "{case}.json"),
+    wildcard_constraints:
+        preprocessed="preprocessed|preprocessed_3d_lowres",
     params:
         data_dir=str(DATA_DIR),
+        configuration=lambda wildcards: LOWRES if wildcards.preprocessed.endswith(LOWRES) else FULLRES,
     log:
-        log_file("preprocess", "{case}.log"),
+        log_file("preprocess", "{preprocessed}", "{case}.log"),
     benchmark:
-        res("benchmarks", "preprocess", "{case}.tsv")
+        res("benchmarks", "{preprocessed}", "{case}.tsv")
     threads: 1
     group:
         "preprocess"  # on a cluster, cases share SLURM jobs (group-components in profiles/slurm)

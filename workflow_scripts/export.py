@@ -6,4 +6,5 @@ with output_to(snakemake.log[0]):
 
     p = snakemake.params
     print(export_archive(p.results, snakemake.output[0], folds=p.folds, checkpoint=p.checkpoint,
+                         configuration=snakemake.wildcards.configuration,
                          config=snakemake.config))

@@ -7,4 +7,4 @@ from unet.preprocessing.preprocess import preprocess_dataset_case
 
 with output_to(snakemake.log[0]):
     preprocess_dataset_case(snakemake.params.data_dir, snakemake.wildcards.case, snakemake.input.plans,
-                            Path(snakemake.output.image).parent)
+                            Path(snakemake.output.image).parent, snakemake.params.configuration)

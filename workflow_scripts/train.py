@@ -11,6 +11,7 @@ from unet.training.multinode import TrainJob
 config = {**snakemake.config["train"], "input_memory_mb": input_memory_mb(snakemake.resources.get("mem_mb"))}
 job = TrainJob.for_fold(snakemake.input.splits, parse_fold(snakemake.wildcards.fold), plans=snakemake.input.plans,
                         shards=snakemake.input.shards, model=snakemake.output.model, curves=snakemake.output.curves,
-                        config=config, dataset_ok=snakemake.input.ready)
+                        config=config, dataset_ok=snakemake.input.ready,
+                        configuration=snakemake.wildcards.configuration)
 launch(job, snakemake.threads, log=snakemake.log[0], local_gpus=snakemake.resources.get("gpu", 0),
        launcher=snakemake.resources.get("mpi", "srun"), horovod_repo=Path(snakemake.scriptdir).parent)

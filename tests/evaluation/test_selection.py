@@ -108,3 +108,19 @@ def test_region_probabilities_are_painted_into_labels(tmp_path):
 def test_candidates_are_singles_then_pairs():
     assert [c.name for c in candidates(["2d", "3d_fullres", "3d_lowres"])] == [
         "2d", "3d_fullres", "3d_lowres", "2d+3d_fullres", "2d+3d_lowres", "3d_fullres+3d_lowres"]
+
+
+def test_one_configuration_is_scored_from_its_label_maps(tmp_path):
+    """Nothing to average: the label maps suffice, and score as the probabilities would."""
+    good = {c: np.where(cube(i + 1), 0.9, 0.1) for i, c in enumerate(CASES)}
+    folders, refs = write(tmp_path, {"3d_fullres": good})
+    for k, folder in enumerate(folders["3d_fullres"]):
+        for case in CASES[k::2]:
+            save_nifti(folder / f"{case}.nii.gz", ensemble_labels([folder / f"{case}.npz"]).astype(np.uint8),
+                       np.eye(4))
+    from_npz = find_best_configuration(folders, refs, LABELS, tmp_path / "a.json")
+    from_labels = find_best_configuration(folders, refs, LABELS, tmp_path / "b.json", ending=".nii.gz")
+    assert from_labels == from_npz and from_labels["best"]["foreground_dice"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="chosen between by their saved probabilities"):
+        find_best_configuration({**folders, "2d": folders["3d_fullres"]}, refs, LABELS, tmp_path / "c.json",
+                                ending=".nii.gz")

@@ -238,6 +238,20 @@ def test_network_overrides_size_3d_fullres_and_its_cascade_only():
     assert set(hippocampus) == {"2d", "3d_fullres"}
 
 
+def test_2d_and_lowres_sections_size_those_networks_only():
+    overrides = {"gpu_memory_gb": GB, "2d": {"patch_size": [128, 96], "filters": 8, "batch_size": 5},
+                 "3d_lowres": {"filters": 16, "batch_size": 1}}
+    plans = plan_configurations(DATASETS["ct"], overrides)
+    planned = plan_configurations(DATASETS["ct"], {"gpu_memory_gb": GB})
+    assert plans["2d"].patch_size == (128, 96) and plans["2d"].filters[0] == 8 and plans["2d"].batch_size == 5
+    assert plans["3d_lowres"].filters[0] == 16 and plans["3d_lowres"].batch_size == 1
+    # The lowres spacing stays planned (a smaller network fits a larger patch there); 3d_fullres untouched.
+    assert plans["3d_lowres"].spacing == planned["3d_lowres"].spacing
+    assert plans["3d_fullres"] == planned["3d_fullres"]
+    with pytest.raises(ValueError, match=r"plan\.2d: unknown keys \['spacing'\]"):
+        make_plans(DATASETS["ct"], {"2d": {"spacing": [1.0, 1.0]}})
+
+
 def test_dataset_overrides_reach_every_configuration():
     fp = DATASETS["ct"]
     plans = plan_configurations(fp, {"gpu_memory_gb": 16, "spacing": [1.0, 1.0, 1.6], "normalization": ["zscore"],

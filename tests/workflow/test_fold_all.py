@@ -48,16 +48,18 @@ def fold_all_run(tmp_path_factory):
 
 def test_fold_all_trains_on_every_case_and_predicts_the_test_set(fold_all_run):
     tmp, _ = fold_all_run
-    results = tmp / "results" / "demo"
+    results = tmp / "results" / "demo" / "3d_fullres"
     for name in ("model.keras", "training_log.jsonl", "training_curves.png", "checkpoints/best.weights.h5"):
         assert (results / "fold_all" / name).is_file(), name
     log = [json.loads(line) for line in (results / "fold_all" / "training_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "val_dice" not in log[0]
-    assert "6 training cases, no validation" in (results / "logs" / "train" / "fold_all.log").read_text()
+    logs = tmp / "results" / "demo" / "logs"
+    assert "6 training cases, no validation" in (logs / "train" / "3d_fullres" / "fold_all.log").read_text()
     assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
     # No cross-validation: no fold predictions, no evaluation, no postprocessing chosen.
     assert sorted(p.name for p in (results / "predictions").iterdir()) == ["test"]
     assert not (results / "evaluation").exists() and not (results / "postprocessing.json").exists()
+    assert not (results.parent / "best_configuration.json").exists()
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, _config(tmp, "again.yaml", ["all"]), "--dry-run")) == {}
 
 
@@ -72,7 +74,7 @@ def test_fold_all_exports_an_archive_that_predicts_as_the_run(fold_all_run):
     import numpy as np
 
     tmp, config = fold_all_run
-    results = tmp / "results" / "demo"
+    results = tmp / "results" / "demo" / "3d_fullres"
     info = json.loads((results / "fold_all" / "model.json").read_text())
     assert info["checkpoints"]["best"]["epoch"] == info["checkpoints"]["final"]["epoch"] == 0
     result = WORKFLOW.snakemake(tmp, config, "export")
@@ -96,7 +98,7 @@ def test_adding_the_cv_folds_evaluates_them_and_not_fold_all(fold_all_run):
     result = WORKFLOW.snakemake(tmp, _config(tmp, "cv.yaml", [0, 1, "all"]), "--dry-run")
     jobs = WORKFLOW.planned_jobs(result)
     assert jobs == {"train": 2, "predict": 2, "evaluate": 2, "report": 1, "ensemble": 1, "postprocessing": 1,
-                    "postprocess_test": 1, "all": 1}
+                    "select_configuration": 1, "postprocess_test": 1, "all": 1}
     text = result.stdout + result.stderr
     assert "evaluation/fold_all" not in text and "predictions/fold_all" not in text
     # The test set is predicted with the three models.
@@ -108,17 +110,17 @@ def test_fine_tuning_starts_from_the_model_file_and_reruns_when_it_changes(fold_
     tmp, _ = fold_all_run
     pretrained = tmp / "pretrained" / "model.keras"
     pretrained.parent.mkdir()
-    shutil.copy(tmp / "results" / "demo" / "fold_all" / "model.keras", pretrained)
+    shutil.copy(tmp / "results" / "demo" / "3d_fullres" / "fold_all" / "model.keras", pretrained)
     config = _config(tmp, "finetune.yaml", ["all"], init_weights=str(pretrained.parent))
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, config, "--dry-run")) == {
         "train": 1, "ensemble": 1, "all": 1}  # a new setting: retrain
     result = WORKFLOW.snakemake(tmp, config)
     assert result.returncode == 0, result.stderr[-5000:]
-    log = (tmp / "results" / "demo" / "logs" / "train" / "fold_all.log").read_text()
+    log = (tmp / "results" / "demo" / "logs" / "train" / "3d_fullres" / "fold_all.log").read_text()
     assert f"init_weights {pretrained}: " in log and "layers copied; new: head_ds1 (not in the source model)" in log
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, config, "--dry-run")) == {}
     # A new version of the pretrained model, the fine-tuned one (touching the file is not enough:
     # Snakemake keeps a job whose newer input has the checksum it recorded, for small files).
-    shutil.copy(tmp / "results" / "demo" / "fold_all" / "model.keras", pretrained)
+    shutil.copy(tmp / "results" / "demo" / "3d_fullres" / "fold_all" / "model.keras", pretrained)
     assert WORKFLOW.planned_jobs(WORKFLOW.snakemake(tmp, config, "--dry-run")) == {
         "train": 1, "ensemble": 1, "all": 1}

@@ -53,17 +53,20 @@ def test_a_dataset_in_another_format_runs_through_the_workflow(tmp_path, ending)
     results = tmp_path / "results" / task
     assert json.loads((results / "dataset.ok").read_text())["file_ending"] == ending
     validation = json.loads((results / "splits.json").read_text())[0]["val"]
-    predictions = {folder: sorted(p for p in (results / "predictions" / folder).iterdir()
+    configuration = results / "3d_fullres"
+    predictions = {folder: sorted(p for p in (configuration / "predictions" / folder).iterdir()
                                   if not p.name.startswith("."))  # but Snakemake's timestamp
-                   for folder in ("fold_0", "test", "test_postprocessed")}
+                   for folder in ("fold_0", "test")}
+    predictions["test_postprocessed"] = sorted(p for p in (results / "predictions" / "test_postprocessed").iterdir()
+                                               if not p.name.startswith("."))
     assert [p.name for p in predictions["fold_0"]] == [f"{case}{ending}" for case in sorted(validation)]
     assert [p.name for p in predictions["test"]] == [p.name for p in predictions["test_postprocessed"]] \
         == [f"DEMO_004{ending}"]
-    assert json.loads((results / "postprocessing.json").read_text())["cases"] == len(validation)
-    table = pd.read_csv(results / "evaluation" / "fold_0.csv")
+    assert json.loads((configuration / "postprocessing.json").read_text())["cases"] == len(validation)
+    table = pd.read_csv(configuration / "evaluation" / "fold_0.csv")
     assert sorted(table["case"].unique()) == validation and table["dice"].notna().any()
-    assert (results / "evaluation" / "summary.json").is_file()
-    assert (results / "evaluation" / "worst_cases.png").is_file()
+    assert (configuration / "evaluation" / "summary.json").is_file()
+    assert (configuration / "evaluation" / "worst_cases.png").is_file()
 
     for path in predictions["fold_0"] + predictions["test"] + predictions["test_postprocessed"]:
         raw = sitk.ReadImage(str(data / ("imagesTr" if path.parent.name == "fold_0" else "imagesTs") / path.name))

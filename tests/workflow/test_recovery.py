@@ -31,7 +31,7 @@ def _history(fold_dir):
 def test_killed_workflow_unlocks_and_resumes_with_every_epoch_logged_once(tmp_path):
     config = _write_config(tmp_path, "config.yaml", train__epochs=EPOCHS, train__steps_per_epoch=40,
                            train__resume=True)
-    fold_dir = tmp_path / "results" / "demo" / "fold_0"
+    fold_dir = tmp_path / "results" / "demo" / "3d_fullres" / "fold_0"
     target = str(fold_dir / "training_log.jsonl")
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
            str(config), "--cores", "2", target]
@@ -53,4 +53,5 @@ def test_killed_workflow_unlocks_and_resumes_with_every_epoch_logged_once(tmp_pa
 
     log = [json.loads(line) for line in (fold_dir / "training_log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == list(range(EPOCHS))
-    assert "resuming from" in (tmp_path / "results" / "demo" / "logs" / "train" / "fold_0.log").read_text()
+    log_file = tmp_path / "results" / "demo" / "logs" / "train" / "3d_fullres" / "fold_0.log"
+    assert "resuming from" in log_file.read_text()

@@ -65,7 +65,7 @@ def slurm_run(local_slurm, tmp_path_factory):
 
 def test_the_reduced_demo_runs_through_slurm(slurm_run):
     workflow, tmp, config, _ = slurm_run
-    summary = tmp / "results" / "demo" / "evaluation" / "summary.json"
+    summary = tmp / "results" / "demo" / "3d_fullres" / "evaluation" / "summary.json"
     assert summary.is_file()
     # The same outputs as the local run (test_workflow.py), in the same layout.
     workflow.test_every_output_of_the_contract_exists((tmp, config))
@@ -78,7 +78,8 @@ def test_preprocess_cases_share_a_submission_and_light_rules_stay_local(slurm_ru
     # group-components preprocess: 25 -> the 6 case jobs are one sbatch submission.
     assert sum(n for kind, n in counts.items() if kind.startswith("group_preprocess")) == 1
     assert "rule_preprocess" not in counts
-    for local in ("rule_download", "rule_case_list", "rule_plan", "rule_report", "rule_all"):
+    for local in ("rule_download", "rule_case_list", "rule_plan", "rule_split", "rule_select_configuration",
+                  "rule_report", "rule_all"):
         assert local not in counts
     # The login node only downloads; checking the dataset is a job.
     assert counts["rule_validate"] == 1

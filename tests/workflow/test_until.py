@@ -22,12 +22,15 @@ pytestmark = pytest.mark.workflow
 UPSTREAM = {"download": {"download"}}
 for _rule, _needs in [("validate", "download"), ("fingerprint", "validate"),
                       ("plan", "fingerprint"), ("preprocess", "plan"), ("shard", "preprocess"),
-                      ("train", "shard"), ("predict", "train"), ("ensemble", "train"),
+                      ("split", "validate"), ("train", "shard"), ("predict", "train"), ("ensemble", "train"),
                       ("evaluate", "predict"), ("report", "evaluate")]:
     UPSTREAM[_rule] = UPSTREAM[_needs] | {_rule}
+    if _rule == "train":
+        UPSTREAM[_rule] |= UPSTREAM["split"]  # the folds' cases
 UPSTREAM["postprocessing"] = UPSTREAM["predict"] | {"postprocessing"}
 UPSTREAM["postprocess_test"] = UPSTREAM["ensemble"] | UPSTREAM["postprocessing"] | {"postprocess_test"}
 UPSTREAM["report"] |= UPSTREAM["postprocessing"]  # summary.html shows the postprocessing steps
+UPSTREAM["select_configuration"] = UPSTREAM["predict"] | {"select_configuration"}
 
 
 def _workflow_tests():
@@ -119,4 +122,4 @@ def test_a_real_run_stops_after_the_stage_and_the_next_one_continues(tmp_path):
     assert len(list((results / "preprocessed").glob("*_seg.npy"))) == N_TRAIN
     assert not (results / "shards").exists()
     assert until(tmp_path, config, "preprocess") == {}
-    assert until(tmp_path, config, "train") == {"shard": 1, "train": NFOLDS}
+    assert until(tmp_path, config, "train") == {"shard": 1, "split": 1, "train": NFOLDS}

@@ -28,6 +28,7 @@ CONFIG = {
     "demo": {"n_train": 6, "n_test": 1, "seed": 0},
     "nfolds": 2,
     "folds": None,
+    "configurations": ["3d_fullres"],
     "plan": {"patch_size": [16, 16, 16], "filters": 4, "batch_size": 2},
     "train": {"epochs": 5, "steps_per_epoch": 100},
     "predict": {"overlap": 0.25, "batch_size": 4},
@@ -74,10 +75,13 @@ def finished_run(tmp_path_factory):
 def test_every_output_of_the_contract_exists(finished_run):
     tmp, _ = finished_run
     results = tmp / "results" / "demo"
-    for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json", "postprocessing.json",
-                 "evaluation/summary.json", "evaluation/dice.png", "evaluation/summary.html",
-                 "evaluation/hd95.png", "evaluation/worst_cases.png"):
+    for name in ("fingerprint.json", "plans.json", "splits.json", "shards/index.json", "best_configuration.json",
+                 "configurations.html", "3d_fullres/postprocessing.json",
+                 "3d_fullres/evaluation/summary.json", "3d_fullres/evaluation/dice.png",
+                 "3d_fullres/evaluation/summary.html", "3d_fullres/evaluation/hd95.png",
+                 "3d_fullres/evaluation/worst_cases.png"):
         assert (results / name).is_file(), name
+    configuration = results / "3d_fullres"
     splits = json.loads((results / "splits.json").read_text())
     assert len(splits) == 2
     training = sorted(c for split in splits for c in split["val"])
@@ -86,37 +90,46 @@ def test_every_output_of_the_contract_exists(finished_run):
         for suffix in (".npy", "_seg.npy", ".json"):
             assert (results / "preprocessed" / f"{case}{suffix}").is_file()
     for fold, split in enumerate(splits):
-        fold_dir = results / f"fold_{fold}"
+        fold_dir = configuration / f"fold_{fold}"
         for name in ("model.keras", "model_best.keras", "model.json", "training_log.jsonl", "training_curves.png"):
             assert (fold_dir / name).is_file(), f"fold_{fold}/{name}"
         assert any((fold_dir / "checkpoints" / "last").iterdir())
-        predicted = sorted(p.name for p in (results / "predictions" / f"fold_{fold}").glob("*.nii.gz"))
+        predicted = sorted(p.name for p in (configuration / "predictions" / f"fold_{fold}").glob("*.nii.gz"))
         assert predicted == [f"{c}.nii.gz" for c in split["val"]]
-        table = pd.read_csv(results / "evaluation" / f"fold_{fold}.csv")
+        table = pd.read_csv(configuration / "evaluation" / f"fold_{fold}.csv")
         assert {"case", "fold", "label", "label_value", "dice", "iou", "hd95", "asd",
                 "ref_volume_ml", "pred_volume_ml", "tp", "fp", "fn"} <= set(table.columns)
         assert (table["hd95"].dropna() >= 0).all()
         assert (table.loc[table["label"] == "whole tumour", "ref_volume_ml"] > 0).all()
         assert sorted(table["case"].unique()) == split["val"]
         assert set(table["label"]) == {"edema", "non-enhancing tumour", "enhancing tumour", "whole tumour"}
-    assert (results / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
+    assert (configuration / "predictions" / "test" / "DEMO_006.nii.gz").is_file()
     assert (results / "predictions" / "test_postprocessed" / "DEMO_006.nii.gz").is_file()
-    postprocessing = json.loads((results / "postprocessing.json").read_text())
+    postprocessing = json.loads((configuration / "postprocessing.json").read_text())
     assert postprocessing["cases"] == 6 and postprocessing["steps"][0]["step"] == "all foreground"
     assert postprocessing["apply"] == [{"operation": s["operation"], "labels": s["labels"]}
                                        for s in postprocessing["steps"] if s["kept"]]
-    summary = json.loads((results / "evaluation" / "summary.json").read_text())
+    summary = json.loads((configuration / "evaluation" / "summary.json").read_text())
     assert set(summary["labels"]) == {"edema", "non-enhancing tumour", "enhancing tumour"}
     assert "whole tumour" in summary["regions"]
     assert summary["mean_foreground_dice"]["all"] is not None
     assert summary["labels"]["edema"]["all"]["hd95"]["n_cases"] == 6
-    assert (results / "logs" / "train" / "fold_0.log").is_file()
+    assert (results / "logs" / "train" / "3d_fullres" / "fold_0.log").is_file()
+    # One configuration: chosen without a contest, scored as the evaluation scores it.
+    best = json.loads((results / "best_configuration.json").read_text())
+    assert best["best"] == {"name": "3d_fullres", "configurations": ["3d_fullres"], "ensemble": False,
+                            "foreground_dice": best["candidates"][0]["foreground_dice"]}
+    assert [c["name"] for c in best["candidates"]] == ["3d_fullres"] and best["cases"] == 6
+    dice = {name: summary["labels"][name]["all"]["dice"]["mean"] for name in summary["labels"]}
+    for name, value in best["candidates"][0]["dice"].items():
+        assert value == pytest.approx(dice[name], abs=1e-6), name
 
 
 def test_predictions_sit_in_the_raw_geometry(finished_run):
     tmp, _ = finished_run
     results, data = tmp / "results" / "demo", tmp / "data" / "demo"
-    predictions = sorted((results / "predictions").glob("*/*.nii.gz"))
+    predictions = sorted([*(results / "3d_fullres" / "predictions").glob("*/*.nii.gz"),
+                          *(results / "predictions").glob("*/*.nii.gz")])
     assert len(predictions) == 8  # 6 validation cases, the test case and it postprocessed
     for path in predictions:
         folder = "imagesTs" if path.parent.name.startswith("test") else "imagesTr"
@@ -144,7 +157,8 @@ def test_changing_overlap_reruns_prediction_and_evaluation_only(finished_run):
     tmp, _ = finished_run
     config = _write_config(tmp, "overlap.yaml", predict__overlap=0.5)
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
-    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "postprocess_test", "report", "all"}
+    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "select_configuration",
+                         "postprocess_test", "report", "all"}
     assert jobs["predict"] == 2 and jobs["evaluate"] == 2
 
 
@@ -158,7 +172,8 @@ def test_predicting_with_the_best_checkpoint_reruns_prediction_and_evaluation_on
     tmp, _ = finished_run
     config = _write_config(tmp, "best.yaml", predict__checkpoint="best")
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
-    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "postprocess_test", "report", "all"}
+    assert set(jobs) == {"predict", "ensemble", "evaluate", "postprocessing", "select_configuration",
+                         "postprocess_test", "report", "all"}
     assert jobs["predict"] == 2
 
 
@@ -172,7 +187,7 @@ def test_the_exported_archive_predicts_the_test_set_as_the_run(finished_run):
     assert result.returncode == 0, result.stderr[-5000:]
     fresh = tmp / "elsewhere"
     fresh.mkdir()
-    (fresh / "model.zip").write_bytes((results / "model.zip").read_bytes())
+    (fresh / "model.zip").write_bytes((results / "3d_fullres" / "model.zip").read_bytes())
     predicted = subprocess.run(
         [sys.executable, "-m", "unet", "predict", "-i", str(tmp / "data" / "demo" / "imagesTs"), "-o", "out",
          "-m", "model.zip", "--overlap", "0.25", "--batch-size", "4"],
@@ -196,7 +211,7 @@ def test_the_inference_benchmark_times_the_network_that_predicts(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         block = (result.stdout + result.stderr).split("rule benchmark_predict:")[1]
         inputs = block.split("input: ")[1].splitlines()[0].split(", ")
-        assert inputs[0] == str(tmp_path / "results" / "demo" / "fold_0" / name)
+        assert inputs[0] == str(tmp_path / "results" / "demo" / "3d_fullres" / "fold_0" / name)
 
 
 def test_changing_the_empty_convention_reruns_evaluation_only(finished_run):

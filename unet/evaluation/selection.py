@@ -82,6 +82,11 @@ def average(members: Sequence[Probabilities]) -> Probabilities:
     return Probabilities(total, first.label_values, first.regions)
 
 
+def _load_prediction(path: Path) -> "Probabilities | np.ndarray":
+    """A case's saved probabilities ({case}.npz), or its label map."""
+    return Probabilities.load(path) if path.name.endswith(".npz") else load_label(path)[0]
+
+
 def ensemble_labels(files: Sequence[str | os.PathLike]) -> np.ndarray:
     """The label map of one case from the averaged probabilities of `files` ({case}.npz)."""
     return average([Probabilities.load(f) for f in files]).labels()
@@ -107,18 +112,24 @@ def candidates(names: Sequence[str], allow_ensembles: bool = True) -> list[Candi
 
 def find_best_configuration(configurations: Mapping[str, Folders], ref_paths: Mapping[str, str | os.PathLike],
                             labels: Mapping[int, str], out: str | os.PathLike, *,
-                            allow_ensembles: bool = True, expected: Sequence[str] | None = None) -> dict:
+                            allow_ensembles: bool = True, expected: Sequence[str] | None = None,
+                            regions: Mapping[str, Sequence[int]] | None = None, ending: str = ".npz") -> dict:
     """Score each configuration of `configurations` ({name: its folds' folders of {case}.npz})
     and each pair on the cross-validation cases against `ref_paths[case]`, write
     best_configuration.json to `out` (atomically) and return it.
 
     `labels`: the plan's {value: name} (names, the ignore label); the classes scored are the
     labels, or the regions of region models. Every configuration must have predicted the same
-    cases (with `expected`, exactly those)."""
+    cases (with `expected`, exactly those). A single configuration, with nothing to average, may be
+    scored from its label maps instead: `ending` the dataset's file ending, `regions` those the
+    models were trained with (label maps do not record them)."""
     if not configurations:
         raise ValueError("find_best_configuration: no configurations given")
     names = list(configurations)
-    files = {name: cv_files(folders, ".npz", expected) for name, folders in configurations.items()}
+    if ending != ".npz" and len(names) > 1:
+        raise ValueError(f"several configurations ({', '.join(names)}) are chosen between by their saved "
+                         f"probabilities ({{case}}.npz), not by label maps ({ending})")
+    files = {name: cv_files(folders, ending, expected) for name, folders in configurations.items()}
     cases = sorted(files[names[0]])
     for name in names[1:]:
         if sorted(files[name]) != cases:
@@ -136,13 +147,15 @@ def find_best_configuration(configurations: Mapping[str, Folders], ref_paths: Ma
     for case in cases:
         ref, _ = load_label(ref_paths[case])
         # One case's probabilities of every configuration at once (K x the image each).
-        loaded = {name: Probabilities.load(files[name][case]) for name in names}
+        loaded = {name: _load_prediction(files[name][case]) for name in names}
         if classes is None:
-            regions = loaded[names[0]].regions
+            first = loaded[names[0]]
+            regions = first.regions if isinstance(first, Probabilities) else regions
             classes = scoring_classes(labels, regions)
         for candidate in tried:
             members = [loaded[n] for n in candidate.configurations]
-            pred = (members[0] if len(members) == 1 else average(members)).labels()
+            pred = members[0] if len(members) == 1 else average(members)
+            pred = pred.labels() if isinstance(pred, Probabilities) else pred
             if pred.shape != ref.shape:
                 raise ValueError(f"shape mismatch: {candidate.name} predicts case {case} with shape "
                                  f"{pred.shape}, reference {ref_paths[case]} has shape {ref.shape}")

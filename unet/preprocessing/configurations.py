@@ -17,9 +17,11 @@ too little of the median image (`plan_configurations`).
 
 Config `plan:` keys: spacing, gpu_memory_gb, normalization and use_mask concern the dataset and
 the machine and apply to every configuration (2d and 3d_lowres start from 3d_fullres' spacing).
-patch_size, batch_size, filters and max_filters size one network: they apply to 3d_fullres only
-(and so to the cascade, which is that network), and whether 3d_lowres exists is decided by the
-3d_fullres patch planned without them, as nnU-Net, which has no such settings.
+patch_size, batch_size, filters and max_filters size one network: at the top level they apply to
+3d_fullres only (and so to the cascade, which is that network); under `2d:` or `3d_lowres:` to that
+configuration's network (a 2d patch has two values, in-plane). Whether 3d_lowres exists, and its
+spacing, are decided by the 3d_fullres patch planned without them, as nnU-Net, which has no such
+settings.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from unet.preprocessing.spacing import shape_at_spacing, target_spacing
 LOWRES_THRESHOLD = 0.25   # 3d_lowres when the 3d_fullres patch holds less of the median image's voxels
 LOWRES_STEP = 1.03        # the lowres spacing's growth per step
 LOWRES_MIN_SHRINK = 2     # ... and kept only when the median image has at least 2x fewer voxels
-NETWORK_OVERRIDES = ("patch_size", "batch_size", "filters", "max_filters")  # 3d_fullres only
+NETWORK_OVERRIDES = ("patch_size", "batch_size", "filters", "max_filters")  # one network's
+SIZED_SEPARATELY = ("2d", "3d_lowres")  # configurations with their own NETWORK_OVERRIDES in config `plan:`
 
 
 def median_shape_at(cases: Sequence[dict], spacing: Sequence[float]) -> tuple[int, ...]:
@@ -121,24 +124,29 @@ class Planner:
 
 # --- the configurations -----------------------------------------------------------------------
 
+def network_overrides(overrides: dict) -> dict:
+    """The NETWORK_OVERRIDES of `overrides` (config `plan:`, or its `2d:`/`3d_lowres:` section)."""
+    return {k: overrides[k] for k in NETWORK_OVERRIDES if k in overrides}
+
+
 def plan_fullres(planner: Planner, overrides: dict) -> Plan:
     """3D at the target spacing; `overrides` may size its network (NETWORK_OVERRIDES)."""
-    network = planner.network(planner.spacing, planner.median_shape, planner.voxels,
-                              {k: overrides[k] for k in NETWORK_OVERRIDES if k in overrides})
+    network = planner.network(planner.spacing, planner.median_shape, planner.voxels, network_overrides(overrides))
     return planner.plan("3d_fullres", planner.spacing, planner.median_shape, network)
 
 
-def plan_2d(planner: Planner) -> Plan:
-    """2D over slices along `slice_axis` of the 3d_fullres spacing."""
+def plan_2d(planner: Planner, overrides: dict | None = None) -> Plan:
+    """2D over slices along `slice_axis` of the 3d_fullres spacing; `overrides` size its network."""
     axis = slice_axis(planner.spacing)
     spacing, median = in_plane(planner.spacing, axis), in_plane(planner.median_shape, axis)
-    network = planner.network(spacing, median, planner.voxels, {}, SEARCH_2D)
+    network = planner.network(spacing, median, planner.voxels, network_overrides(overrides or {}), SEARCH_2D)
     return planner.plan("2d", spacing, median, network, slice_axis=axis)
 
 
-def plan_lowres(planner: Planner, fullres_patch: Sequence[int]) -> Plan | None:
+def plan_lowres(planner: Planner, fullres_patch: Sequence[int], overrides: dict | None = None) -> Plan | None:
     """3D at a coarser spacing when `fullres_patch` covers less than LOWRES_THRESHOLD of the
-    median shape, else None (see the module's docstring)."""
+    median shape, else None (see the module's docstring); `overrides` size its network once the
+    spacing is found."""
     fullres, shape = np.array(planner.spacing), np.array(planner.median_shape, dtype=float)
     spacing = fullres.copy()
     median_voxels = float(np.prod(shape))
@@ -158,6 +166,9 @@ def plan_lowres(planner: Planner, fullres_patch: Sequence[int]) -> Plan | None:
         patch_voxels = float(np.prod(network.patch_size, dtype=np.float64))
     if network is None or np.prod(shape) / median_voxels < LOWRES_MIN_SHRINK:
         return None
+    if overrides:
+        network = planner.network(tuple(float(s) for s in spacing), median, median_voxels * planner.num_cases,
+                                  network_overrides(overrides))
     return planner.plan("3d_lowres", spacing, median, network)
 
 
@@ -167,8 +178,9 @@ def plan_configurations(fingerprint: dict, overrides: dict) -> dict[str, Plan]:
     planner = Planner.of(fingerprint, overrides)
     fullres = plan_fullres(planner, overrides)
     sized = any(k in overrides for k in NETWORK_OVERRIDES)
-    lowres = plan_lowres(planner, (plan_fullres(planner, {}) if sized else fullres).patch_size)
-    plans = {"2d": plan_2d(planner), "3d_fullres": fullres}
+    lowres = plan_lowres(planner, (plan_fullres(planner, {}) if sized else fullres).patch_size,
+                         overrides.get("3d_lowres"))
+    plans = {"2d": plan_2d(planner, overrides.get("2d")), "3d_fullres": fullres}
     if lowres is not None:
         plans["3d_lowres"] = lowres
         plans["3d_cascade_fullres"] = dataclasses.replace(fullres, configuration="3d_cascade_fullres",

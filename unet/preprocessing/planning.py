@@ -13,11 +13,11 @@ import os
 from typing import Any
 
 from unet.io.atomic import read_json, write_json
-from unet.preprocessing.configurations import plan_configurations
+from unet.preprocessing.configurations import NETWORK_OVERRIDES, SIZED_SEPARATELY, plan_configurations
 from unet.preprocessing.plan import FULLRES, Plan
 
 OVERRIDABLE = ("spacing", "patch_size", "batch_size", "filters", "max_filters", "gpu_memory_gb",
-               "normalization", "use_mask")
+               "normalization", "use_mask", "2d", "3d_lowres")
 
 
 def _layout(plans: dict[str, Plan]) -> dict:
@@ -35,6 +35,10 @@ def make_plans(fingerprint: dict, overrides: dict[str, Any] | None = None) -> di
     configuration: see `unet.preprocessing.configurations`.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for section in SIZED_SEPARATELY:
+        extra = set(overrides.get(section) or {}) - set(NETWORK_OVERRIDES)
+        if extra:
+            raise ValueError(f"config plan.{section}: unknown keys {sorted(extra)}; allowed: {list(NETWORK_OVERRIDES)}")
     unknown = set(overrides) - set(OVERRIDABLE)
     if unknown:
         raise ValueError(f"config plan: unknown keys {sorted(unknown)}; allowed: {list(OVERRIDABLE)}")

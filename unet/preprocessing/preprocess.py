@@ -27,7 +27,7 @@ from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.loading import load_case
 from unet.preprocessing.locations import case_seed, foreground_locations
 from unet.preprocessing.normalization import normalize_channel
-from unet.preprocessing.plan import Plan
+from unet.preprocessing.plan import FULLRES, Plan
 from unet.preprocessing.resampling import resample, resample_labels, separate_axis
 from unet.preprocessing.spacing import shape_at_spacing
 
@@ -112,12 +112,13 @@ def preprocess_case(case: Case, plan: Plan, out_dir: str | Path) -> CaseGeometry
 
 
 def preprocess_dataset_case(data_dir: str | os.PathLike, case_id: str, plans: str | os.PathLike,
-                            out_dir: str | Path) -> CaseGeometry:
-    """Rule `preprocess`: `preprocess_case` of case `case_id` of the dataset in `data_dir`, as the
-    plan `plans` says, into `out_dir`; what it did, and how long it took, printed."""
+                            out_dir: str | Path, configuration: str = FULLRES) -> CaseGeometry:
+    """Rule `preprocess`: `preprocess_case` of case `case_id` of the dataset in `data_dir`, as
+    `configuration` of the plans file `plans` says, into `out_dir`; what it did, and how long it
+    took, printed."""
     start = time.perf_counter()
     case = load_dataset(data_dir).case(case_id)
-    geometry = preprocess_case(case, Plan.load(plans), out_dir)
+    geometry = preprocess_case(case, Plan.load(plans, configuration), out_dir)
     print(f"{case.id}: crop {geometry.crop_box}, {geometry.cropped_shape} -> {geometry.resampled_shape} "
           f"at spacing {geometry.target_spacing} in {time.perf_counter() - start:.1f} s")
     return geometry
