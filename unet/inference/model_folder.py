@@ -29,7 +29,7 @@ from typing import Sequence
 
 from unet.data.splits import Fold, parse_fold
 from unet.inference.errors import InputError
-from unet.inference.model_info import ModelSet, checkpoint_file, load_model_set, model_paths
+from unet.inference.model_info import MODEL_INFO, ModelInfo, ModelSet, checkpoint_file, load_model_set, model_paths
 from unet.inference.unpack import MANIFEST, open_archive
 from unet.io.atomic import read_json
 from unet.preprocessing.plan import CONFIGURATIONS
@@ -64,9 +64,10 @@ class ModelFolder:
                 raise InputError(f"{self.source}: no fold {', '.join(map(str, absent))} in the archive "
                                  f"(folds {', '.join(map(str, listed))}); choose other --folds")
             folds = folds or listed
-        models = load_model_set(self.plans, model_paths(self.folder, folds, self.checkpoint))
+        paths = model_paths(self.folder, folds, self.checkpoint)
         if self.configuration is not None and self.manifest is None:   # an archive's: its manifest, below
-            self._check_configuration(models)
+            self._check_configuration([ModelInfo.load(path.parent / MODEL_INFO) for path in paths])
+        models = load_model_set(self.plans, paths)
         if self.manifest is not None:
             plan = models.plan
             found = {"configuration": plan.configuration, "channels": list(plan.modalities),
@@ -78,9 +79,9 @@ class ModelFolder:
                                      f"models' files say {value!r}; the archive is corrupted")
         return models
 
-    def _check_configuration(self, models: ModelSet) -> None:
+    def _check_configuration(self, infos: Sequence[ModelInfo]) -> None:
         """Every fold's model.json names `self.configuration` (as the folder or the user does)."""
-        wrong = next((info for info in models.infos if info.configuration != self.configuration), None)
+        wrong = next((info for info in infos if info.configuration != self.configuration), None)
         if wrong is None:
             return
         if self.folder != self.plans.parent:   # {results}/{task}/{configuration}

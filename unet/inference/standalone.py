@@ -114,11 +114,12 @@ def check_predictable(source: ModelFolder, models: ModelSet) -> None:
 def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
     """The models' postprocessing.json when they have one and `postprocess`; says what it applies."""
     path = source.folder / POSTPROCESSING
+    where = source.folder if source.manifest is None else source.source   # not an archive's temporary folder
     if not path.is_file():
-        print(f"postprocessing: none ({source.source} has no {POSTPROCESSING})")
+        print(f"postprocessing: none ({where} has no {POSTPROCESSING})")
         return None
     if not postprocess:
-        print(f"postprocessing: skipped (--no-postprocess; {source.source} has a {POSTPROCESSING})")
+        print(f"postprocessing: skipped (--no-postprocess; {where} has a {POSTPROCESSING})")
         return None
     try:
         spec = load_postprocessing(path)
