@@ -129,7 +129,7 @@ def test_an_exported_configuration_predicts_as_the_run(run, images, fullres_pred
 def test_configuration_chooses_the_other_networks(run, images, fullres_predictions, tmp_path, capsys):
     written = predict_folder(images, tmp_path / "out", run, settings=SETTINGS, configuration="2d")
     printed = capsys.readouterr().out
-    assert f"configuration 2d (--configuration): {run / '2d'}" in printed
+    assert f"configuration 2d (as asked): {run / '2d'}" in printed
     assert f"postprocessing: none ({run / '2d'} has no postprocessing.json)" in printed  # not 3d_fullres's
     for name, (labels, probabilities) in _outputs_of(written).items():
         assert probabilities.shape == fullres_predictions[1][name][1].shape

@@ -132,7 +132,7 @@ def choose_configuration(root: Path, checkpoint: str, configuration: str | None 
         if configuration not in trained:
             raise InputError(f"{root}: no trained {configuration} models ({root / configuration}/fold_*/{name}; "
                              f"{held})" + (f"; choose --configuration {either(trained)}" if trained else ""))
-        return configuration, "--configuration"
+        return configuration, "as asked"
     best = root / BEST_CONFIGURATION
     if best.is_file():
         winner = selected_configurations(best)
