@@ -44,6 +44,8 @@ LIGHT_MODULES = [
     "unet.inference.errors",
     "unet.inference.model_info",  # read by the rules (common.smk) and written by the train stage's batch step
     "unet.inference.archive",     # export needs no network
+    "unet.inference.unpack",
+    "unet.inference.model_folder",
     "unet.training.launch",      # the batch step of a multi-node or Horovod training only waits
     "unet.training.multinode",
     "unet.training.pretrained",  # the workflow resolves train.init_weights with it

@@ -1,5 +1,6 @@
-"""Command line: `python -m unet predict -i IN -o OUT -m MODEL [--folds ...] [--runtime ...]` and
-`python -m unet export -m RESULTS_DIR -o model.zip [--folds ...] [--formats ...]`.
+"""Command line: `python -m unet predict -i IN -o OUT -m MODEL [--configuration C] [--folds ...]
+[--runtime ...]` and `python -m unet export -m RESULTS_DIR -o model.zip [--configuration C]
+[--folds ...] [--formats ...]`.
 
 argparse lives here only: the arguments become a small dataclass, which is handed to library
 functions. TensorFlow is imported only once the inputs have been checked (export needs none).
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unet.inference.runtimes import RUNTIMES, RuntimeUnavailable
+from unet.preprocessing.plan import CONFIGURATIONS
 
 PROG = "python -m unet"
 
@@ -33,6 +35,7 @@ class PredictCommand:
     checkpoint: str | None = None   # None: an archive's own, else final
     runtime: str = "keras"          # which of each fold's files predicts (unet.inference.runtimes)
     postprocess: bool = True        # apply the models' postprocessing.json, when they have one
+    configuration: str | None = None  # which of a run's configurations; None: the selected one
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ExportCommand:
     checkpoint: str | None
     config: Path | None
     formats: tuple[str, ...] = ()
+    configuration: str | None = None  # which of a run's configurations; None: the selected one
 
 
 def _overlap(text: str) -> float:
@@ -69,6 +73,10 @@ def _fold(text: str) -> int | str:
     return value
 
 
+_CONFIGURATION_HELP = ("which of the run's configurations (default: the one best_configuration.json "
+                       "selects, else the only one trained); with an archive, the one it must hold")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="unet: 3D segmentation from MSD datasets. The workflow runs through "
@@ -79,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment every image in IN (*.nii.gz, *.nii, *.nrrd, *.nhdr, *.mha, *.mhd: one file "
                     "per case, channels last or as vector components, or 3D for one channel; a "
                     "subfolder holding a DICOM series is one case) with the fold models of MODEL (a "
-                    "run's {results}/{task}: plans.json, fold_*/model.keras and model.json; or a model "
-                    "archive from `export`, zipped or unpacked), probabilities averaged over folds, "
+                    "run's {results}/{task}: plans.json and {configuration}/fold_*/model.keras and "
+                    "model.json; or a model archive from `export`, zipped or unpacked), probabilities "
+                    "averaged over folds, "
                     "and write OUT/{case} with the image's own ending (a DICOM series as a folder of "
                     "slices) in the image's own grid. Labels, regions and postprocessing "
                     "(postprocessing.json) come with the models.")
@@ -88,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                          help="folder for the segmentations (created if missing)")
     predict.add_argument("-m", "--model-dir", required=True, type=Path, metavar="MODEL",
-                         help="results folder of a run (plans.json, fold_{k}/model.keras and model.json), "
-                              "or a model archive (model.zip, or the folder it unpacks to)")
+                         help="results folder of a run (plans.json, {configuration}/fold_{k}/model.keras "
+                              "and model.json), one configuration's folder of it, or a model archive "
+                              "(model.zip, or the folder it unpacks to)")
+    predict.add_argument("--configuration", choices=CONFIGURATIONS, help=_CONFIGURATION_HELP)
     predict.add_argument("--folds", nargs="+", type=_fold, metavar="K",
                          help="folds to ensemble, numbers or all (default: every fold with a model)")
     predict.add_argument("--checkpoint", choices=("final", "best"),
@@ -117,12 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="deprecated, ignored: the regions come with the models (fold_{k}/model.json)")
     export = commands.add_parser(
         "export", help="write a run's models as one archive (zip) that predicts with no other file",
-        description="Write ZIP: every fold's network (fold_{k}/model.keras), its model.json "
-                    "(regions, training settings), plans.json (labels, channels, preprocessing), the "
-                    "package version and a manifest with the SHA-256 of every member. "
+        description="Write ZIP: one configuration's fold networks (fold_{k}/model.keras), each "
+                    "fold's model.json (regions, training settings), the run's plans.json (labels, "
+                    "channels, preprocessing), the configuration's postprocessing.json, the package "
+                    "version and a manifest with the SHA-256 of every member. "
                     "`python -m unet predict -m ZIP` predicts from it.")
     export.add_argument("-m", "--model-dir", required=True, type=Path, metavar="RESULTS_DIR",
-                        help="results folder of a run ({results}/{task}), or an archive to re-export")
+                        help="results folder of a run ({results}/{task}), one configuration's folder "
+                             "of it, or an archive to re-export")
+    export.add_argument("--configuration", choices=CONFIGURATIONS, help=_CONFIGURATION_HELP)
     export.add_argument("-o", "--output", required=True, type=Path, metavar="ZIP", help="archive to write")
     export.add_argument("--folds", nargs="+", type=_fold, metavar="K",
                         help="folds to include, numbers or all (default: every fold with a model)")
@@ -149,12 +163,13 @@ def parse_predict(args: argparse.Namespace) -> PredictCommand:
         input_dir=args.input, output_dir=args.output, results_dir=args.model_dir, folds=_folds(args),
         overlap=args.overlap, blend=args.blend, tta=args.tta, batch_size=args.batch_size,
         save_probabilities=args.save_probabilities, checkpoint=args.checkpoint, runtime=args.runtime,
-        postprocess=not args.no_postprocess)
+        postprocess=not args.no_postprocess, configuration=args.configuration)
 
 
 def parse_export(args: argparse.Namespace) -> ExportCommand:
     return ExportCommand(results_dir=args.model_dir, output=args.output, folds=_folds(args),
-                         checkpoint=args.checkpoint, config=args.config, formats=tuple(args.formats))
+                         checkpoint=args.checkpoint, config=args.config, formats=tuple(args.formats),
+                         configuration=args.configuration)
 
 
 def _threads() -> int:
@@ -176,7 +191,8 @@ def run_predict(command: PredictCommand) -> list[Path]:
                                batch_size=command.batch_size, save_probabilities=command.save_probabilities)
     return predict_folder(command.input_dir, command.output_dir, command.results_dir, command.folds,
                           settings, checkpoint=command.checkpoint, runtime=command.runtime,
-                          threads=_threads(), postprocess=command.postprocess)
+                          threads=_threads(), postprocess=command.postprocess,
+                          configuration=command.configuration)
 
 
 def run_export(command: ExportCommand) -> Path:
@@ -194,7 +210,8 @@ def run_export(command: ExportCommand) -> Path:
     if command.formats:  # converting the networks needs TensorFlow
         _configure_tensorflow()
     return export_archive(command.results_dir, command.output, folds=command.folds,
-                          checkpoint=command.checkpoint, config=config, formats=("keras", *command.formats))
+                          checkpoint=command.checkpoint, config=config, formats=("keras", *command.formats),
+                          configuration=command.configuration)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -288,7 +288,7 @@ def test_other_formats_go_under_each_fold_and_are_checksummed(archive, images, t
 def test_a_saved_model_in_the_archive_predicts_as_its_keras_network(trained_run, preprocessed_demo, tmp_path):
     """`export --formats saved_model`: each fold's SavedModel, checked against Keras at export, is
     where unet.inference.runtimes finds it in the unpacked archive, and gives Keras' probabilities."""
-    from unet.inference.archive import open_model_folder
+    from unet.inference.model_folder import open_model_folder
     from unet.inference.runtimes import load_runtime, runtime_path
 
     out = tmp_path / "model.zip"

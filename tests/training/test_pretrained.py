@@ -78,6 +78,19 @@ def test_a_results_folder_gives_fold_all_else_its_only_fold(tmp_path):
     assert initial_weights(run) == every
 
 
+def test_a_run_of_several_configurations_gives_its_only_trained_one_else_asks(tmp_path):
+    run = tmp_path / "run"
+    _touch(run / "plans.json")
+    only = _touch(run / "3d_fullres" / "fold_0" / "model.keras")
+    _touch(run / "2d" / "fold_0" / "training_log.jsonl")  # not trained (yet): does not count
+    assert initial_weights(run) == only
+    _touch(run / "2d" / "fold_all" / "model.keras")
+    with pytest.raises(ValueError, match=r"configurations 2d, 3d_fullres; give the folder of the one to start "
+                                         r"from, e\.g\. .*run/2d"):
+        initial_weights(run)
+    assert initial_weights(run / "3d_fullres") == only
+
+
 @pytest.mark.parametrize("name,error,match", [
     ("missing.keras", FileNotFoundError, "no such model file or folder"),
     ("weights.h5", ValueError, "expected a Keras model file"),

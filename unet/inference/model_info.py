@@ -133,7 +133,8 @@ def model_paths(results_dir: str | os.PathLike, folds: Sequence[Fold] | None = N
     results_dir, name = Path(results_dir), checkpoint_file(checkpoint)
     if not results_dir.is_dir():
         raise InputError(f"{results_dir}: model folder does not exist; pass a run's results folder "
-                         f"({{results}}/{{task}}, holding plans.json and fold_*/{name}) or a model archive")
+                         f"({{results}}/{{task}}: plans.json and {{configuration}}/fold_*/{name}), one "
+                         f"configuration's folder of it, or a model archive")
     if folds is None:
         found = sorted(((m.group(1) == "all", int(m.group(1)) if m.group(1).isdigit() else 0), d / name)
                        for d in results_dir.iterdir() if (m := _FOLD_DIR.fullmatch(d.name)) and (d / name).is_file())

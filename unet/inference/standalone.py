@@ -1,9 +1,10 @@
 """Predicting a folder of new images with trained models (`python -m unet predict`).
 
-The models come from a run's results folder or a model archive (`unet.inference.archive`), which
-supply everything: `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` (or its
-SavedModel or ONNX export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (regions)
-and `postprocessing.json` (applied to the label maps when present). Images follow the MSD channel
+The models come from a run's results folder (one configuration of it: `--configuration`, else
+the selected one) or a model archive (`unet.inference.model_folder`), which supply everything:
+`plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` (or its SavedModel or ONNX
+export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (configuration, regions) and
+`postprocessing.json` (applied to the label maps when present). Images follow the MSD channel
 layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with the channels last or as
 vector components, or 3D for a single channel; a subfolder holding a DICOM series is one case too,
 named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
@@ -18,7 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from unet.inference.archive import POSTPROCESSING, ModelFolder, open_model_folder
+from unet.inference.archive import POSTPROCESSING
+from unet.inference.model_folder import ModelFolder, either, open_model_folder
 from unet.inference.model_info import ModelSet, model_paths  # noqa: F401 (its home before model.json)
 from unet.inference.postprocess import PostprocessingError, describe_steps, load_postprocessing
 from unet.inference.predict import InputError, PredictSettings, predict_cases, preprocessing_plan, raw_inputs
@@ -91,19 +93,33 @@ def runtime_files(source: ModelFolder, models: ModelSet, runtime: str) -> list[P
     member = missing.relative_to(source.folder).as_posix()
     held = (f"the archive's formats are {', '.join(source.manifest.get('formats', ['keras']))}"
             if source.manifest is not None else "a results folder holds the Keras networks only")
+    flag = f" --configuration {source.configuration}" if source.chosen else ""
     raise InputError(f"{source.source}: no {runtime} network ({member}; {held}). Export the models "
-                     f"with it, then predict from the archive: `python -m unet export -m {source.source} "
+                     f"with it, then predict from the archive: `python -m unet export -m {source.source}{flag} "
                      f"-o model.zip --formats {runtime}` (or predict with --runtime keras)")
+
+
+def check_predictable(source: ModelFolder, models: ModelSet) -> None:
+    """A cascade's models take the previous stage's segmentation as extra input, which predicting
+    here does not make: an InputError naming the configurations that predict alone."""
+    plan = models.plan
+    if plan.previous_stage is None:
+        return
+    alone = [c for c in source.trained if c != plan.configuration]
+    raise InputError(f"{source.source}: the {plan.configuration} models need the {plan.previous_stage} "
+                     f"segmentation of each image as extra input; predicting a cascade from the CLI is not "
+                     f"supported yet" + (f"; choose --configuration {either(alone)}" if alone else ""))
 
 
 def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
     """The models' postprocessing.json when they have one and `postprocess`; says what it applies."""
     path = source.folder / POSTPROCESSING
+    where = source.folder if source.manifest is None else source.source   # not an archive's temporary folder
     if not path.is_file():
-        print(f"postprocessing: none ({source.source} has no {POSTPROCESSING})")
+        print(f"postprocessing: none ({where} has no {POSTPROCESSING})")
         return None
     if not postprocess:
-        print(f"postprocessing: skipped (--no-postprocess; {source.source} has a {POSTPROCESSING})")
+        print(f"postprocessing: skipped (--no-postprocess; {where} has a {POSTPROCESSING})")
         return None
     try:
         spec = load_postprocessing(path)
@@ -116,12 +132,13 @@ def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None
 def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
                    folds: Sequence[int | str] | None = None, settings: PredictSettings = PredictSettings(),
                    checkpoint: str | None = None, *, runtime: str = "keras", threads: int | None = None,
-                   postprocess: bool = True) -> list[Path]:
+                   postprocess: bool = True, configuration: str | None = None) -> list[Path]:
     """Segment every image in `in_dir` with the fold models of `model` (a results folder, a model
     archive or its unpacked folder), averaged, and write {out_dir}/{case}{its image's ending} (a
     folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
     `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
-    the models' model.json. `runtime`: which of each fold's files predicts ("keras", or the
+    the models' model.json. `configuration`: which of a run's configurations (None: the selected
+    one, `unet.inference.model_folder`). `runtime`: which of each fold's files predicts ("keras", or the
     "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime). With `postprocess`,
     the models' postprocessing.json (when they have one) is applied to the label maps."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -130,8 +147,11 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would "
                          f"overwrite the images. Choose another output folder")
     with contextlib.ExitStack() as stack:
-        source = open_model_folder(model, stack, checkpoint)
+        source = open_model_folder(model, stack, checkpoint, configuration)
         models = source.model_set(folds)
+        check_predictable(source, models)
+        if source.chosen:
+            print(f"configuration {source.configuration} ({source.chosen}): {source.folder}")
         plans = models.plans if source.manifest is None else f"{model}: plans.json"
         check_channels(cases, models.plan, plans)
         networks = runtime_files(source, models, runtime)

@@ -4,7 +4,9 @@
 workflow makes that file an input of `train`, so a changed file retrains): a `.keras` file; a fold
 folder holding `model.keras`; or a run's results folder (or an unpacked model archive) holding
 `fold_*/model.keras`, where `fold_all` is taken if there is one, else the only fold (with several,
-name the one to start from: `.../fold_0/model.keras`); or a model archive (`model.zip`, from
+name the one to start from: `.../fold_0/model.keras`); a run's results folder of several
+configurations (`{configuration}/fold_*/`) gives its only trained configuration's (with several,
+name its folder: `.../3d_fullres`); or a model archive (`model.zip`, from
 `python -m unet export`), itself the input, unpacked and verified when the weights are loaded,
 where the same choice of fold is made.
 
@@ -41,6 +43,7 @@ def initial_weights(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{path}: no such model file or folder")
     if (path / MODEL_FILE).is_file():
         return path / MODEL_FILE
+    path = _configuration_folder(path)
     folds = sorted(d.name for d in path.iterdir() if _FOLD_DIR.fullmatch(d.name) and (d / MODEL_FILE).is_file())
     if "fold_all" in folds:
         return path / "fold_all" / MODEL_FILE
@@ -50,6 +53,18 @@ def initial_weights(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{path}: holds no {MODEL_FILE} and no fold_*/{MODEL_FILE}")
     raise ValueError(f"{path}: holds the models of {', '.join(folds)} and no fold_all; give the one to "
                      f"start from, e.g. {path / folds[0] / MODEL_FILE}")
+
+
+def _configuration_folder(path: Path) -> Path:
+    """`path`, or for a run's results folder of the per-configuration layout its only trained
+    configuration's folder (the topology to start from is the user's choice, not the selection's)."""
+    from unet.inference.model_folder import trained_configurations
+
+    trained = trained_configurations(path)
+    if len(trained) > 1:
+        raise ValueError(f"{path}: holds the models of configurations {', '.join(trained)}; give the folder "
+                         f"of the one to start from, e.g. {path / trained[0]}")
+    return path / trained[0] if trained else path
 
 
 @dataclass(frozen=True)
@@ -118,10 +133,10 @@ def load_initial_weights(model, path: str | os.PathLike) -> Transfer:
 
 def _archive_model(path: Path):
     """The network a model archive holds for fine-tuning: fold_all's, else its only fold's
-    (checksums verified first: unet.inference.archive)."""
+    (checksums verified first: unet.inference.unpack)."""
     import contextlib
 
-    from unet.inference.archive import open_model_folder
+    from unet.inference.model_folder import open_model_folder
     from unet.model.saved import load_model
 
     with contextlib.ExitStack() as stack:
