@@ -21,7 +21,8 @@ $(STAMP): envs/requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "Summary: $$($(BIN)/python -c "import yaml; c = yaml.safe_load(open('config.yaml')); print(c['results'] + '/' + c['task'] + '/evaluation/summary.json')")"
+	@echo "Summary: $$($(BIN)/python -c "import json, yaml; c = yaml.safe_load(open('config.yaml')); r = c['results'] + '/' + c['task']; \
+		b = json.load(open(r + '/best_configuration.json'))['best']; print(f\"{r}/{b['configurations'][0]}/evaluation/summary.json (chosen: {b['name']})\")")"
 
 # The suite also trains with Horovod and compares with nnU-Net v2's own code, each in its own
 # environment (built once, minutes), and tests the ONNX runtime (the optional extra, installed
