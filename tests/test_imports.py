@@ -33,6 +33,7 @@ LIGHT_MODULES = [
     "unet.evaluation.cv",
     "unet.evaluation.postprocessing",
     "unet.evaluation.selection",
+    "unet.evaluation.choice",
     "unet.io.demo",
     "unet.data.splits",
     "unet.inference.sliding_window",
