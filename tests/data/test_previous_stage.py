@@ -66,8 +66,8 @@ def test_dilation_and_erosion_alternate_cross_and_cube_steps(radius):
 def test_a_thin_axis_is_left_out_of_the_structuring_element():
     mask = _blobs((24, 1, 24), seed=6)
     eroded = erode(tf.constant(mask, tf.float32), 1, (0, 2)).numpy() > 0
-    np.testing.assert_array_equal(eroded[:, 0], ndimage.binary_erosion(mask[:, 0], ndimage.generate_binary_structure(2, 1),
-                                                                       border_value=1))
+    cross = ndimage.generate_binary_structure(2, 1)
+    np.testing.assert_array_equal(eroded[:, 0], ndimage.binary_erosion(mask[:, 0], cross, border_value=1))
 
 
 def test_as_one_hot_is_the_argmax_with_the_background():
@@ -146,7 +146,8 @@ def test_spatial_transforms_move_the_previous_stage_with_the_seg_and_keep_it_one
 
 def test_the_perturbations_fire_with_their_probabilities():
     image, indices = _cascade_case()
-    run = tf.function(lambda s, settings: augmented_patch(image, indices, tf.constant([5, 6, 4]), PATCH, settings, s)[0])
+    start = tf.constant([5, 6, 4])
+    run = tf.function(lambda s, settings: augmented_patch(image, indices, start, PATCH, settings, s)[0])
     plain = crop(image, tf.constant([5, 6, 4]), PATCH).numpy()[..., 2:]
     nnunet = AugmentSettings.nnunet(PATCH, previous_channels=2)
     assert (nnunet.p_previous_morphology, nnunet.p_previous_removal) == (0.4, 0.2)

@@ -54,7 +54,8 @@ def cascade_run(preprocessed_demo, tmp_path_factory, describe):
     root = tmp_path_factory.mktemp("cascade_run")
     plan = dataclasses.replace(preprocessed_demo.plan, configuration=CASCADE, previous_stage="3d_lowres")
     plans = preprocessed_demo.plans
-    write_json(root / "plans.json", {**plans, "configurations": {**plans.get("configurations", {}), CASCADE: plan.to_json()}})
+    configurations = {**plans.get("configurations", {}), CASCADE: plan.to_json()}
+    write_json(root / "plans.json", {**plans, "configurations": configurations})
     assert Plan.load(root / "plans.json", CASCADE) == plan and plan.input_channels == 2 + 3
     (root / CASCADE / "fold_0").mkdir(parents=True)
     copying_model(plan).save(root / CASCADE / "fold_0" / "model.keras")
@@ -107,7 +108,8 @@ def test_a_cascade_needs_its_previous_stage_and_others_take_none(preprocessed_de
     model = root / CASCADE / "fold_0" / "model.keras"
     common = dict(plans=root / "plans.json", section={})
     with pytest.raises(InputError, match=f"configuration {CASCADE}, which refines 3d_lowres: .*previous_dir"):
-        predict_fold(model, root / "splits.json", 0, preprocessed_demo.preprocessed, tmp_path, dataset_ok=root / "dataset.ok",
+        predict_fold(model, root / "splits.json", 0, preprocessed_demo.preprocessed, tmp_path,
+                     dataset_ok=root / "dataset.ok",
                      **common)
     with pytest.raises(InputError, match=f"configuration {CASCADE}, which refines 3d_lowres: .*previous_predictions"):
         predict_test_set([model], preprocessed_demo.dataset.root, tmp_path, **common)

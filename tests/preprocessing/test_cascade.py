@@ -73,8 +73,10 @@ def test_a_prediction_equal_to_the_label_gives_the_preprocessed_seg(raw_dataset,
 
     assert written == [tmp_path / "previous" / f"{cid}.npy" for cid in ids]
     for cid in ids:
-        previous, seg = load_npy(tmp_path / "previous" / f"{cid}.npy"), load_npy(tmp_path / "preprocessed" / f"{cid}_seg.npy")
-        assert previous.dtype == np.uint8 and previous.shape == load_npy(tmp_path / "preprocessed" / f"{cid}.npy").shape[:3]
+        previous = load_npy(tmp_path / "previous" / f"{cid}.npy")
+        seg = load_npy(tmp_path / "preprocessed" / f"{cid}_seg.npy")
+        image = load_npy(tmp_path / "preprocessed" / f"{cid}.npy")
+        assert previous.dtype == np.uint8 and previous.shape == image.shape[:3]
         np.testing.assert_array_equal(previous, seg)
         assert set(np.unique(previous)) == {0, 1, 2, 3}  # label 4 is class 3
 

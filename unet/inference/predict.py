@@ -297,7 +297,8 @@ def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_
     ending = read_json(dataset_ok).get("file_ending", NIFTI)
     inputs = preprocessed_inputs(preprocessed_dir, cases)
     if previous_dir is not None:
-        inputs = with_previous_stage(inputs, lambda cid, _: load_npy(Path(previous_dir) / f"{cid}.npy"), plan.num_classes)
+        inputs = with_previous_stage(inputs, lambda cid, _: load_npy(Path(previous_dir) / f"{cid}.npy"),
+                                     plan.num_classes)
     return predict_cases(models.models, inputs, len(cases), out_dir,
                          plan.patch_size, plan.label_values, settings, ending, plan.slice_axis)
 

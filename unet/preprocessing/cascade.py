@@ -58,13 +58,12 @@ def find_previous_stage(folders: Sequence[str | os.PathLike], case_id: str, stag
     folder `{case}`) among `folders`; an error naming the case and the folders if none or several
     hold one. `stage` (e.g. 3d_lowres) names the predictions in the error."""
     what = f"{stage} prediction" if stage else "previous stage prediction"
-    found = [path for folder in folders
-             for path in [image_path(folder, case_id, e) for e in FILE_ENDINGS] + [image_path(folder, case_id, DICOM_SERIES)]
-             if (path.is_dir() if path.name == case_id else path.is_file())]
+    candidates = [image_path(folder, case_id, ending) for folder in folders for ending in (*FILE_ENDINGS, DICOM_SERIES)]
+    found = [path for path in candidates if (path.is_dir() if path.name == case_id else path.is_file())]
     if not found:
         raise FileNotFoundError(f"case {case_id}: no {what} ({case_id}.nii.gz or another image format) in "
-                                f"{', '.join(map(str, folders)) or 'no folder'}; predict it with the {stage or 'previous'} "
-                                f"models first")
+                                f"{', '.join(map(str, folders)) or 'no folder'}; predict it with the "
+                                f"{stage or 'previous'} models first")
     if len(found) > 1:
         raise ValueError(f"case {case_id}: several {what}s: {', '.join(map(str, found))}; keep one")
     return found[0]

@@ -253,8 +253,8 @@ def check_shards(shard_dir: str | Path, plan: Plan) -> None:
     channels = shard_channels(shard_dir)
     if channels is None or channels == plan.input_channels:
         return
-    what = (f"{plan.num_channels} image + {plan.input_channels - plan.num_channels} previous stage ({plan.previous_stage})"
-            if plan.previous_stage else "the image's only")
+    extra = plan.input_channels - plan.num_channels
+    what = f"{plan.num_channels} image + {extra} previous stage ({plan.previous_stage})" if extra else "the image's only"
     raise ValueError(f"{Path(shard_dir) / INDEX}: the shards' images have {channels} channels, but the "
                      f"{plan.configuration} network takes {plan.input_channels} ({what}); write the shards "
                      f"for this configuration" + (" with its previous stage" if plan.previous_stage else ""))
