@@ -26,6 +26,7 @@ LIGHT_MODULES = [
     "unet.preprocessing.configurations",
     "unet.preprocessing.planning",
     "unet.preprocessing.preprocess",
+    "unet.preprocessing.cascade",  # the previous stage's segmentation on the fullres grid
     "unet.evaluation.evaluate",
     "unet.evaluation.summary",
     "unet.evaluation.plots",

@@ -132,3 +132,32 @@ def test_the_rule_writes_the_shards_and_the_splits(preprocessed, tmp_path):
     assert [case for shard in index["shards"] for case in shard["cases"]] == ["c", "a", "b"]
     assert read_json(tmp_path / "splits.json") == make_splits(["a", "b", "c"], 3, 5)
     assert read_json(tmp_path / "splits.json") != make_splits(["a", "b", "c"], 3, 0)  # the seed is used
+
+
+def test_a_cascade_s_records_carry_the_previous_stage_as_one_hot_channels(preprocessed, tmp_path):
+    rng = np.random.default_rng(1)
+    previous = {cid: rng.integers(0, 4, size=shape).astype(np.uint8) for cid, shape in SHAPES.items()}
+    for cid, indices in previous.items():
+        save_npy(tmp_path / "previous" / f"{cid}.npy", indices)
+    index = write_shards_and_splits(preprocessed, list(SHAPES), tmp_path / "shards", tmp_path / "splits.json", 2,
+                                    previous_dir=tmp_path / "previous", num_classes=4)
+    assert index["channels"] == 2 + 3 and shards.shard_channels(tmp_path / "shards") == 5
+    plain = write_shards(preprocessed, list(SHAPES), tmp_path / "plain")
+    for cid, (image, seg) in _read(tmp_path / "shards", list(SHAPES)).items():
+        assert image.shape == SHAPES[cid] + (5,)
+        np.testing.assert_array_equal(image[..., :2], np.load(preprocessed / f"{cid}.npy"))
+        np.testing.assert_array_equal(image[..., 2:], np.eye(4, dtype=np.float32)[previous[cid]][..., 1:])
+        np.testing.assert_array_equal(seg, np.load(preprocessed / f"{cid}_seg.npy"))
+        # The input pipeline's buffers are sized by the decoded bytes, the extra channels included.
+        assert shards.case_bytes(tmp_path / "shards", [cid])[cid] == \
+            shards.case_bytes(tmp_path / "plain", [cid])[cid] + 3 * 4 * int(np.prod(SHAPES[cid]))
+    assert plain["channels"] == 2
+
+
+def test_a_previous_stage_of_another_shape_names_the_file(preprocessed, tmp_path):
+    for cid, shape in SHAPES.items():
+        save_npy(tmp_path / "previous" / f"{cid}.npy", np.zeros(shape if cid != "b" else (8, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"previous/b\.npy: shape \(8, 4, 4\)"):
+        write_shards(preprocessed, list(SHAPES), tmp_path / "shards", tmp_path / "previous", num_classes=4)
+    with pytest.raises(ValueError, match="needs num_classes"):
+        write_shards(preprocessed, list(SHAPES), tmp_path / "shards", tmp_path / "previous")

@@ -156,7 +156,7 @@ def test_a_run_predicts_with_the_regions_its_models_were_trained_with(preprocess
     settings = PredictSettings.for_models({"overlap": 0.25, "tta": True, "checkpoint": "best"}, models)
     assert settings == PredictSettings(overlap=0.25, tta=True, regions={"whole": [1, 2], "core": [2]},
                                        background_outside_mask=preprocessed_demo.plan.nonzero_mask,
-                                       checkpoint="best")
+                                       checkpoint="best", image_channels=preprocessed_demo.plan.num_channels)
     unlabelled = load_model_set(tmp_path / "plans.json", [tmp_path / "fold_2" / "model.keras"])
     assert PredictSettings.for_models({}, unlabelled).regions is None
     with pytest.raises(ValueError, match="config predict: unknown keys"):

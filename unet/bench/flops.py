@@ -58,4 +58,4 @@ def plan_forward_flops(plan) -> int:
     from unet.model.network import build_from_plan
 
     keras.mixed_precision.set_global_policy("float32")
-    return forward_flops(build_from_plan(plan), (*plan.patch_size, plan.num_channels))
+    return forward_flops(build_from_plan(plan), (*plan.patch_size, plan.input_channels))

@@ -79,7 +79,7 @@ def default_plan(num_channels: int = 4, num_classes: int = 4) -> Plan:
 
 def random_batch(plan: Plan, batch_size: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, *plan.patch_size, plan.num_channels)).astype(np.float32)
+    images = rng.standard_normal((batch_size, *plan.patch_size, plan.input_channels)).astype(np.float32)
     segs = rng.integers(0, plan.num_classes, (batch_size, *plan.patch_size)).astype(np.int32)
     return images, segs
 

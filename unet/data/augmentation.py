@@ -23,6 +23,10 @@ In nnU-Net's order, each with its probability per patch:
   mirror    each axis with 0.5
   mask      channels z-scored inside the non-zero mask (`mask_channels`): 0 again outside the
             augmented mask and the case, as nnU-Net's MaskImageTransform
+  previous  a cascade's previous stage channels (the last `previous_channels`): spatial
+            transforms and mirroring as the image, back to one-hot after interpolation, no
+            intensity transform, no mask; then nnU-Net's perturbations of them, random
+            morphology 0.4 and removal of a random small component 0.2 (unet.data.previous_stage)
 BGContrast(lo, hi) draws U(lo, 1) or U(1, hi) with equal odds. Anisotropic patches (nnU-Net's
 "dummy 2D": max(patch) / patch[coarse] > 3, the coarse axis anywhere in our RAS order, see
 `in_plane_axis`) are augmented in the plane across the coarse axis: rotation only about it, up
@@ -42,6 +46,7 @@ import tensorflow as tf
 
 from unet.data.intensity import (contrast, gamma, gaussian_blur, gaussian_noise, low_resolution, maybe,
                                  multiplicative_brightness, uniform)
+from unet.data.previous_stage import as_one_hot, random_morphology, remove_random_component
 from unet.data.sampling import crop
 from unet.data.spatial import elastic_displacement, mark_outside, rotation_matrix, sample_through_grid, zero_outside
 from unet.preprocessing.spacing import ANISOTROPY_RATIO
@@ -81,14 +86,23 @@ class AugmentSettings:
     p_mirror: float = 0.5
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     mask_channels: tuple[int, ...] = ()  # normalized inside the non-zero mask (Plan.mask_channels)
+    # A cascade's: the last channels are the previous stage's segmentation, one-hot (Plan.input_channels
+    # - Plan.num_channels of them).
+    previous_channels: int = 0
+    p_previous_morphology: float = 0.4
+    previous_morphology_radius: tuple[int, int] = (1, 8)
+    p_previous_removal: float = 0.2
+    previous_removal_fraction: float = 0.15   # only components smaller than this of the patch
 
     @classmethod
     def nnunet(cls, patch_size: Sequence[int], elastic: bool = False, spacing: Sequence[float] | None = None,
-               mask_channels: Sequence[int] = ()) -> "AugmentSettings":
+               mask_channels: Sequence[int] = (), previous_channels: int = 0) -> "AugmentSettings":
         """nnU-Net v2's 3d_fullres settings for this patch size; elastic deformation with 0.2.
         `spacing` (the plan's), when given, names the coarse axis (see `in_plane_axis`);
-        `mask_channels` are set to 0 outside the mask after augmentation."""
-        settings = cls(p_elastic=0.2 if elastic else 0.0, mask_channels=tuple(int(c) for c in mask_channels))
+        `mask_channels` are set to 0 outside the mask after augmentation; a cascade's last
+        `previous_channels` are the previous stage's."""
+        settings = cls(p_elastic=0.2 if elastic else 0.0, mask_channels=tuple(int(c) for c in mask_channels),
+                       previous_channels=int(previous_channels))
         coarse = in_plane_axis(patch_size, spacing)
         if coarse is not None:  # anisotropic patch: augment in the plane across the coarse axis only
             plane = tuple(a for a in range(3) if a != coarse)
@@ -98,7 +112,7 @@ class AugmentSettings:
 
     @classmethod
     def nnunet_2d(cls, patch_size: Sequence[int], slice_axis: int, elastic: bool = False,
-                  mask_channels: Sequence[int] = ()) -> "AugmentSettings":
+                  mask_channels: Sequence[int] = (), previous_channels: int = 0) -> "AugmentSettings":
         """nnU-Net v2's 2d settings for a 2D patch of `patch_size` (its two in-plane sizes), cut as
         a 3D patch one voxel thick along `slice_axis`: every spatial transform, the blur, low
         resolution and mirroring in the plane across `slice_axis`."""
@@ -106,13 +120,15 @@ class AugmentSettings:
         elongated = max(patch_size) / min(patch_size) > ELONGATED_2D
         return cls(p_elastic=0.2 if elastic else 0.0, rotation=math.radians(15 if elongated else 180),
                    rotation_axes=(int(slice_axis),), scaling_axes=plane, elastic_axes=plane, blur_axes=plane,
-                   low_resolution_axes=plane, mirror_axes=plane, mask_channels=tuple(int(c) for c in mask_channels))
+                   low_resolution_axes=plane, mirror_axes=plane, mask_channels=tuple(int(c) for c in mask_channels),
+                   previous_channels=int(previous_channels))
 
     @classmethod
     def off(cls) -> "AugmentSettings":
         """No augmentation at all (every probability 0)."""
         return cls(p_rotation=0.0, p_scaling=0.0, p_elastic=0.0, p_noise=0.0, p_blur=0.0, p_brightness=0.0,
-                   p_contrast=0.0, p_low_resolution=0.0, p_gamma_inverted=0.0, p_gamma=0.0, p_mirror=0.0)
+                   p_contrast=0.0, p_low_resolution=0.0, p_gamma_inverted=0.0, p_gamma=0.0, p_mirror=0.0,
+                   p_previous_morphology=0.0, p_previous_removal=0.0)
 
 
 def in_plane_axis(patch_size: Sequence[int], spacing: Sequence[float] | None = None) -> int | None:
@@ -201,7 +217,9 @@ def intensity_augment(image, settings: AugmentSettings, seed):
 def augmented_patch(image, seg, start, patch_size: Sequence[int], settings: AugmentSettings, seed,
                     border: int = 0):
     """One augmented patch of a case: spatial (or plain crop), intensity, mirroring, and the
-    mask channels set to 0 outside the augmented mask.
+    mask channels set to 0 outside the augmented mask; a cascade's previous stage channels (the
+    last `settings.previous_channels`) see the spatial transforms and mirroring only, then their
+    own perturbations (`previous_stage_augment`).
 
     The intensity transforms work on the patch, never on the case. `border`: see spatial_patch.
     """
@@ -211,7 +229,29 @@ def augmented_patch(image, seg, start, patch_size: Sequence[int], settings: Augm
     image, seg = spatial_patch(image, seg, start, patch, settings, s[0], border)
     image = tf.ensure_shape(image, patch + [None])
     seg = tf.ensure_shape(seg, patch)
-    image = intensity_augment(image, settings, s[1])
+    k = settings.previous_channels
+    if not k:
+        image = intensity_augment(image, settings, s[1])
+    else:
+        previous = as_one_hot(tf.ensure_shape(image[..., -k:], patch + [k]))
+        image = tf.concat([intensity_augment(image[..., :-k], settings, s[1]), previous], axis=-1)
     if settings.mask_channels:
         image, seg = zero_outside(image, seg, settings.mask_channels, seg_dtype)
-    return mirror(image, seg, s[2], settings.p_mirror, settings.mirror_axes)
+    image, seg = mirror(image, seg, s[2], settings.p_mirror, settings.mirror_axes)
+    if not k:
+        return image, seg
+    previous = previous_stage_augment(tf.ensure_shape(image[..., -k:], patch + [k]), settings,
+                                      tf.random.experimental.stateless_split(s[2], 2)[1])
+    return tf.concat([image[..., :-k], previous], axis=-1), seg
+
+
+def previous_stage_augment(previous, settings: AugmentSettings, seed):
+    """nnU-Net's perturbations of a cascade's previous stage channels (..., K - 1), each with its
+    probability per patch: random morphology, then removal of a random small component; within
+    the patch's axes longer than one voxel (a 2D patch: its plane)."""
+    axes = [a for a, n in enumerate(previous.shape[:-1]) if n > 1]
+    s = tf.random.experimental.stateless_split(seed, 4)
+    previous = maybe(settings.p_previous_morphology, s[0],
+                     lambda x: random_morphology(x, s[1], settings.previous_morphology_radius, axes), previous)
+    return maybe(settings.p_previous_removal, s[2],
+                 lambda x: remove_random_component(x, s[3], settings.previous_removal_fraction, axes), previous)

@@ -64,7 +64,8 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
                     steps_per_epoch: int | None, augment: bool = True, patches_per_case: int = 1,
                     elastic: bool = False, threads: int | None = None, memory_bytes: int | None = None,
                     mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
-                    replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:
+                    replica_batch_size: int | None = None, slice_axis: int | None = None,
+                    previous_channels: int = 0) -> tf.data.Dataset:
     """Batches of (image (B, *patch, C), seg (B, *patch)) patches: `steps_per_epoch` for each seed
     of `epoch_seeds` in turn (None: endless batches of the first seed). With `slice_axis` (a 2d
     plan's), 2D patches of `patch_size` (in-plane) from slices along that axis of the same 3D cases
@@ -79,7 +80,9 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
     which costs a decoding per patch when the cases are not cached (`case_buffers`).
     With `augment`, nnU-Net v2's augmentation (unet.data.augmentation), with elastic
     deformation if `elastic`; `mask_channels` (`Plan.mask_channels`) are set to 0 again outside
-    the non-zero mask after it. `threads` sizes tf.data's own thread pool (default: TensorFlow's).
+    the non-zero mask after it; a cascade's last `previous_channels` (the previous stage's one-hot
+    segmentation, `unet.data.shards`) are augmented as such (`AugmentSettings.previous_channels`).
+    `threads` sizes tf.data's own thread pool (default: TensorFlow's).
     Patch i of an epoch is made from (its seed, i), and its cases are shuffled with its seed alone,
     so an epoch's patches do not depend on the epochs before it (a resumed run sees the same). The
     decoded cases held in memory stay within `memory_bytes` (`case_buffers`).
@@ -98,9 +101,11 @@ def training_epochs(shard_dir: str | Path, case_ids: Sequence[str], patch_size: 
     if not augment:
         settings = AugmentSettings.off()
     elif slice_axis is None:
-        settings = AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels)
+        settings = AugmentSettings.nnunet(patch, elastic=elastic, mask_channels=mask_channels,
+                                          previous_channels=previous_channels)
     else:
-        settings = AugmentSettings.nnunet_2d(patch_size, slice_axis, elastic=elastic, mask_channels=mask_channels)
+        settings = AugmentSettings.nnunet_2d(patch_size, slice_axis, elastic=elastic, mask_channels=mask_channels,
+                                             previous_channels=previous_channels)
 
     def sample(seed, index, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, index]), 2)
@@ -131,11 +136,12 @@ def training_dataset(shard_dir: str | Path, case_ids: Sequence[str], patch_size:
                      patches_per_case: int = 1, elastic: bool = False,
                      threads: int | None = None, memory_bytes: int | None = None,
                      mask_channels: Sequence[int] = (), oversampling_rule: str = "bernoulli",
-                     replica_batch_size: int | None = None, slice_axis: int | None = None) -> tf.data.Dataset:
+                     replica_batch_size: int | None = None, slice_axis: int | None = None,
+                     previous_channels: int = 0) -> tf.data.Dataset:
     """Endless batches drawn with `seed`: what `training_epochs` gives an epoch with that seed."""
     return training_epochs(shard_dir, case_ids, patch_size, batch_size, oversampling, [seed], None, augment,
                            patches_per_case, elastic, threads, memory_bytes, mask_channels, oversampling_rule,
-                           replica_batch_size, slice_axis)
+                           replica_batch_size, slice_axis, previous_channels)
 
 
 def validation_patches(shard_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],

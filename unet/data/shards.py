@@ -1,7 +1,10 @@
 """TFRecord shards of preprocessed cases, and the tf.data reader over them.
 
 One record per case: id, image (X, Y, Z, C) float32, label (X, Y, Z) uint8 and foreground
-locations (N, 4) int32, rows (class index, x, y, z), as serialized tensors. The locations come
+locations (N, 4) int32, rows (class index, x, y, z), as serialized tensors. For a cascade
+(`previous_dir`), the image's C channels are the preprocessed image's followed by the previous
+stage's segmentation as one-hot channels of the foreground classes
+(`unet.preprocessing.cascade.previous_stage_channels`); `index.json` records the channel count. The locations come
 from preprocess's `{case}_fg.npy` (up to FG_SAMPLES_PER_CLASS rows per present class), or are sampled
 from the seg here with the same contract when that file is missing. `index.json` lists which case
 sits in which shard, so a fold reads only its shards.
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from unet.data.splits import make_splits
 from unet.io.atomic import atomic_path, load_npy, read_json, write_json
+from unet.preprocessing.cascade import previous_stage_channels
 from unet.preprocessing.locations import FG_SAMPLES_PER_CLASS, case_seed, foreground_locations
 
 INDEX = "index.json"
@@ -58,21 +62,45 @@ def _example(case_id: str, image: np.ndarray, seg: np.ndarray, locations: np.nda
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path) -> dict:
+def case_image(preprocessed_dir: Path, case_id: str, previous_dir: Path | None = None,
+               num_classes: int | None = None) -> np.ndarray:
+    """The image a case's record holds: the preprocessed image, and with `previous_dir` the one-hot
+    channels of its previous stage segmentation (`{previous_dir}/{case}.npy`) after it."""
+    image = load_npy(preprocessed_dir / f"{case_id}.npy")
+    if previous_dir is None:
+        return image
+    previous = load_npy(previous_dir / f"{case_id}.npy")
+    if previous.shape != image.shape[:3]:
+        raise ValueError(f"{previous_dir / f'{case_id}.npy'}: shape {previous.shape} is not the shape "
+                         f"{image.shape[:3]} of the preprocessed {case_id}.npy; write the previous stage again")
+    return np.concatenate([image, previous_stage_channels(previous, num_classes)], axis=-1)
+
+
+def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path,
+                 previous_dir: str | Path | None = None, num_classes: int | None = None) -> dict:
     """Pack the training cases (those with a _seg.npy) into shards of about TARGET_SHARD_BYTES,
-    with each case's foreground locations (`{case}_fg.npy`, or sampled from the seg if missing)."""
+    with each case's foreground locations (`{case}_fg.npy`, or sampled from the seg if missing).
+    With `previous_dir` (a cascade's: `unet.preprocessing.cascade.write_previous_stage`), each
+    image gets the one-hot channels of the `num_classes` - 1 foreground classes appended."""
     preprocessed_dir, out_dir = Path(preprocessed_dir), Path(out_dir)
+    if previous_dir is not None:
+        if num_classes is None:
+            raise ValueError("write_shards: a previous stage (previous_dir) needs num_classes for its one-hot channels")
+        previous_dir = Path(previous_dir)
+    extra = 0 if previous_dir is None else num_classes - 1  # channels appended to each image
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: list[list[str]] = [[]]
     size = 0
     for cid in case_ids:
         nbytes = (preprocessed_dir / f"{cid}.npy").stat().st_size
+        if extra:
+            nbytes += 4 * extra * int(np.prod(load_npy(preprocessed_dir / f"{cid}.npy", mmap=True).shape[:3]))
         if groups[-1] and size + nbytes > TARGET_SHARD_BYTES:
             groups.append([])
             size = 0
         groups[-1].append(cid)
         size += nbytes
-    shards, computed = [], []
+    shards, computed, channels = [], [], None
     progress = tqdm(total=len(case_ids), desc="shard", unit="case")
     for number, group in enumerate(groups):
         name = f"shard_{number:04d}.tfrecord"
@@ -81,34 +109,45 @@ def write_shards(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir:
                 seg = load_npy(preprocessed_dir / f"{cid}_seg.npy")
                 if not (preprocessed_dir / f"{cid}_fg.npy").exists():
                     computed.append(cid)
-                w.write(_example(cid, load_npy(preprocessed_dir / f"{cid}.npy"), seg,
-                                 load_locations(preprocessed_dir, cid, seg)))
+                image = case_image(preprocessed_dir, cid, previous_dir, num_classes)
+                channels = image.shape[-1]
+                w.write(_example(cid, image, seg, load_locations(preprocessed_dir, cid, seg)))
+                del image
                 progress.update()
         # Decoded bytes per case (image + seg): the input pipeline sizes its buffers from them.
         shards.append({"file": name, "cases": group,
-                       "case_bytes": {cid: _decoded_bytes(preprocessed_dir, cid) for cid in group}})
+                       "case_bytes": {cid: _decoded_bytes(preprocessed_dir, cid, extra) for cid in group}})
     progress.close()
     if computed:
         print(f"no _fg.npy for {len(computed)} case(s) ({', '.join(computed[:5])}"
               f"{', ...' if len(computed) > 5 else ''}): foreground locations sampled from the seg")
-    index = {"format": FORMAT, "shards": shards}
+    index = {"format": FORMAT, "channels": channels, "shards": shards}
     write_json(out_dir / INDEX, index)
     return index
 
 
 def write_shards_and_splits(preprocessed_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path,
-                            splits: str | Path, nfolds: int, seed: int = 0) -> dict:
-    """Rule `shard`: `write_shards` of the training cases `case_ids` into `out_dir`, and their
-    k-fold splits (`make_splits` with `nfolds` and `seed`) to `splits` (splits.json). Returns the
-    shards' index."""
-    index = write_shards(preprocessed_dir, case_ids, out_dir)
+                            splits: str | Path, nfolds: int, seed: int = 0, previous_dir: str | Path | None = None,
+                            num_classes: int | None = None) -> dict:
+    """Rule `shard`: `write_shards` of the training cases `case_ids` into `out_dir` (with a
+    cascade's `previous_dir` and `num_classes`), and their k-fold splits (`make_splits` with
+    `nfolds` and `seed`) to `splits` (splits.json). Returns the shards' index."""
+    index = write_shards(preprocessed_dir, case_ids, out_dir, previous_dir, num_classes)
     write_json(splits, make_splits(case_ids, nfolds, seed))
     return index
 
 
-def _decoded_bytes(preprocessed_dir: Path, case_id: str) -> int:
-    image = np.load(preprocessed_dir / f"{case_id}.npy", mmap_mode="r", allow_pickle=False)
-    return int(image.nbytes + np.prod(image.shape[:3]))  # float32 image + uint8 seg
+def _decoded_bytes(preprocessed_dir: Path, case_id: str, extra_channels: int = 0) -> int:
+    """float32 image (with `extra_channels` appended) + uint8 seg."""
+    image = load_npy(preprocessed_dir / f"{case_id}.npy", mmap=True)
+    voxels = int(np.prod(image.shape[:3]))
+    return int(image.nbytes + voxels * (4 * extra_channels + 1))
+
+
+def shard_channels(shard_dir: str | Path) -> int | None:
+    """The image channels the shards' records hold (None: written before the index said)."""
+    channels = read_json(Path(shard_dir) / INDEX).get("channels")
+    return None if channels is None else int(channels)
 
 
 def case_bytes(shard_dir: str | Path, case_ids: Sequence[str]) -> dict[str, int]:

@@ -69,7 +69,7 @@ def runtime_exporter(name: str, folder: Path, plan) -> Exporter:
         raise InputError(f"format onnx: the ONNX packages are missing; {ONNX_INSTALL}")
 
     images = sorted(p for p in (folder / "preprocessed").glob("*.npy") if not p.name.endswith(("_seg.npy", "_fg.npy")))
-    patches = validation_patches(plan.patch_size, plan.num_channels,
+    patches = validation_patches(plan.patch_size, plan.input_channels,
                                  real=load_npy(images[0], mmap=True) if images else None)
 
     def export(model: Path, formats: Path) -> None:

@@ -4,14 +4,16 @@ prediction rules (`predict_fold`, `predict_test_set`) at the end.
 
 A 2d plan's models predict every slice along its `slice_axis` (`sliding_window_slices`), stacked
 into the 3D probability volume that is restored to the raw grid like a 3D model's; test-time
-mirroring then flips the two in-plane axes."""
+mirroring then flips the two in-plane axes. A cascade's (3d_cascade_fullres) models take each
+case's image with the previous stage's segmentation appended as one-hot channels
+(`with_previous_stage`, `unet.preprocessing.cascade`)."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +32,7 @@ from unet.inference.runtimes import RuntimePredictor, check_runtime, load_runtim
 from unet.inference.sliding_window import Predictor, sliding_window_inference, sliding_window_slices
 from unet.io.msd import Case, load_dataset
 from unet.preprocessing.geometry import CaseGeometry
+from unet.preprocessing.cascade import find_previous_stage, previous_stage_channels, read_previous_stage
 from unet.preprocessing.plan import FULLRES, Plan
 from unet.preprocessing.preprocess import preprocess_arrays
 
@@ -54,6 +57,9 @@ class PredictSettings:
     # Which network of each fold predicts: "final" or "best" (`unet.inference.model_info`); the
     # callers choose the files by it.
     checkpoint: str = "final"
+    # From the plan, not config: the image's channels, the ones `background_outside_mask` looks
+    # at (a cascade's further channels are the previous stage's segmentation). None: all.
+    image_channels: int | None = None
 
     @classmethod
     def from_config(cls, section: dict) -> "PredictSettings":
@@ -63,7 +69,8 @@ class PredictSettings:
     def for_models(cls, section: dict, models: ModelSet) -> "PredictSettings":
         """Config `predict` (`section`) for `models`: their regions (model.json) and plan."""
         return cls.from_config({**section, "regions": models.regions,
-                                "background_outside_mask": models.plan.nonzero_mask})
+                                "background_outside_mask": models.plan.nonzero_mask,
+                                "image_channels": models.plan.num_channels})
 
 
 def load_models(paths: Sequence[str | Path]) -> list:
@@ -123,6 +130,31 @@ def raw_inputs(cases: Sequence[Case], plan: Plan) -> Iterator[CaseInput]:
         yield case.id, image, geometry
 
 
+PreviousStage = Callable[[str, CaseGeometry], np.ndarray]  # (case id, geometry) -> class indices on its grid
+
+
+def with_previous_stage(inputs: Iterable[CaseInput], previous: PreviousStage, num_classes: int) -> Iterator[CaseInput]:
+    """`inputs` with each image's previous stage segmentation (`previous(case id, geometry)`,
+    class indices on the image's grid) appended as one-hot channels of the foreground classes:
+    what a cascade's network takes."""
+    for cid, image, geometry in inputs:
+        indices = previous(cid, geometry)
+        if indices.shape != image.shape[:3]:
+            raise InputError(f"case {cid}: the previous stage's segmentation has shape {indices.shape}, the "
+                             f"preprocessed image {image.shape[:3]}; write the previous stage again")
+        yield cid, np.concatenate([image, previous_stage_channels(indices, num_classes)], axis=-1), geometry
+
+
+def check_previous_stage(plan: Plan, given: bool, argument: str) -> None:
+    """A cascade's models need their previous stage's predictions (`argument`), others take none."""
+    if plan.previous_stage and not given:
+        raise InputError(f"the models were trained on configuration {plan.configuration}, which refines "
+                         f"{plan.previous_stage}: they need the {plan.previous_stage} predictions ({argument})")
+    if given and not plan.previous_stage:
+        raise InputError(f"{argument} given, but the models' configuration {plan.configuration} takes no previous "
+                         f"stage's predictions")
+
+
 def preprocessing_plan(plans: str | Path, plan: Plan) -> Plan:
     """The plan that preprocesses the images `plan`'s models see: `plan` itself, or for a 2d plan
     the 3d_fullres plan of the same `plans` file, whose preprocessed cases its slices are taken
@@ -174,7 +206,7 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
     for cid, image, geometry in tqdm(inputs, total=n_cases, desc="predict", unit="case"):
         probs = predict_case(predictor, image, patch_size, settings, slice_axis)
         if settings.background_outside_mask:
-            probs = background_outside(probs, image, regions is not None)
+            probs = background_outside(probs, image[..., :settings.image_channels], regions is not None)
         cropped = probabilities_to_cropped(probs, geometry)
         if settings.save_probabilities:
             save_probabilities(Path(out_dir) / f"{cid}.npz",
@@ -251,26 +283,42 @@ def predict_cases(model_paths: Sequence[str | Path], inputs: Iterable[CaseInput]
 # rules pick the checkpoint's files.
 
 def predict_fold(model: str | Path, splits: str | Path, fold: int, preprocessed_dir: str | Path,
-                 out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict) -> list[Path]:
+                 out_dir: str | Path, *, plans: str | Path, dataset_ok: str | Path, section: dict,
+                 previous_dir: str | Path | None = None) -> list[Path]:
     """Rule `predict`: the validation cases of `fold`, from the preprocess stage's files, written in
-    the dataset's format (`dataset_ok`)."""
+    the dataset's format (`dataset_ok`). A cascade's model needs `previous_dir`, the previous
+    stage's segmentations on the same grid (`unet.preprocessing.cascade.write_previous_stage`)."""
     models = load_model_set(plans, [model])
     plan = models.plan
+    check_previous_stage(plan, previous_dir is not None, "previous_dir")
     settings = PredictSettings.for_models(section, models)
     cases = load_fold(splits, fold)["val"]
     # The dataset's format (validate records dataset.json's file_ending; NIfTI before it did).
     ending = read_json(dataset_ok).get("file_ending", NIFTI)
-    return predict_cases(models.models, preprocessed_inputs(preprocessed_dir, cases), len(cases), out_dir,
+    inputs = preprocessed_inputs(preprocessed_dir, cases)
+    if previous_dir is not None:
+        inputs = with_previous_stage(inputs, lambda cid, _: load_npy(Path(previous_dir) / f"{cid}.npy"),
+                                     plan.num_classes)
+    return predict_cases(models.models, inputs, len(cases), out_dir,
                          plan.patch_size, plan.label_values, settings, ending, plan.slice_axis)
 
 
 def predict_test_set(models: Sequence[str | Path], data_dir: str | Path, out_dir: str | Path, *,
-                     plans: str | Path, section: dict) -> list[Path]:
-    """Rule `ensemble`: the dataset's test images (imagesTs), probabilities averaged over `models`."""
+                     plans: str | Path, section: dict, previous_predictions: str | Path | None = None) -> list[Path]:
+    """Rule `ensemble`: the dataset's test images (imagesTs), probabilities averaged over `models`.
+    A cascade's models need `previous_predictions`, the folder of the previous stage's test-set
+    predictions (label maps in each case's raw geometry), brought onto each case's grid."""
     model_set = load_model_set(plans, models)
     plan = model_set.plan
+    check_previous_stage(plan, previous_predictions is not None, "previous_predictions")
     settings = PredictSettings.for_models(section, model_set)
     dataset = load_dataset(data_dir)
-    return predict_cases(model_set.models, raw_inputs(dataset.test, preprocessing_plan(plans, plan)),
-                         len(dataset.test), out_dir, plan.patch_size, plan.label_values, settings,
-                         dataset.file_ending, plan.slice_axis)
+    inputs = raw_inputs(dataset.test, preprocessing_plan(plans, plan))
+    if previous_predictions is not None:
+        def previous(cid: str, geometry: CaseGeometry) -> np.ndarray:
+            return read_previous_stage(find_previous_stage([previous_predictions], cid, plan.previous_stage),
+                                       geometry, plan)
+
+        inputs = with_previous_stage(inputs, previous, plan.num_classes)
+    return predict_cases(model_set.models, inputs, len(dataset.test), out_dir, plan.patch_size, plan.label_values,
+                         settings, dataset.file_ending, plan.slice_axis)

@@ -78,11 +78,15 @@ def central_patch(image: np.ndarray, patch_size: Sequence[int]) -> np.ndarray:
 def validation_patches(patch_size: Sequence[int], num_channels: int, real: np.ndarray | None = None,
                        seed: int = 0) -> dict[str, np.ndarray]:
     """{"random": a batch of two standard-normal patches, "real": `central_patch` of `real`} (the
-    second only with `real`, a preprocessed image (*spatial, C), e.g. from `preprocessed/{case}.npy`)."""
+    second only with `real`, a preprocessed image (*spatial, C), e.g. from `preprocessed/{case}.npy`).
+    A cascade's network takes more channels than the preprocessed image holds: the real patch's
+    previous stage channels are then all background (zeros)."""
     rng = np.random.default_rng(seed)
     patches = {"random": rng.standard_normal((2, *patch_size, num_channels)).astype(np.float32)}
     if real is not None:
-        patches["real"] = central_patch(real, patch_size)
+        patch = central_patch(real, patch_size)
+        missing = num_channels - patch.shape[-1]
+        patches["real"] = np.pad(patch, [(0, 0)] * (patch.ndim - 1) + [(0, missing)]) if missing > 0 else patch
     return patches
 
 

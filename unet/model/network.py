@@ -141,8 +141,9 @@ def build_unet(num_channels: int, num_outputs: int, filters: Sequence[int],
 
 def build_from_plan(plan, deep_supervision: bool = False, num_outputs: int | None = None,
                     activation: str = "softmax", logits: bool = False) -> keras.Model:
-    """The network `plan` (a `unet.preprocessing.plan.Plan`) describes; `num_outputs`
-    defaults to the plan's classes (regions: one channel per region, with "sigmoid")."""
-    return build_unet(plan.num_channels, plan.num_classes if num_outputs is None else num_outputs,
+    """The network `plan` (a `unet.preprocessing.plan.Plan`) describes, taking its
+    `input_channels` (a cascade's previous stage channels included); `num_outputs` defaults to
+    the plan's classes (regions: one channel per region, with "sigmoid")."""
+    return build_unet(plan.input_channels, plan.num_classes if num_outputs is None else num_outputs,
                       plan.filters, plan.strides, plan.kernels, deep_supervision=deep_supervision,
                       activation=activation, logits=logits)

@@ -16,7 +16,7 @@ first axis after transpose_forward, which is that axis (its axes are ours revers
 break toward its first axis is ours toward z). nnU-Net resamples its 2d data in-plane only (each
 case keeps its own slice spacing); the plan leaves that choice to preprocessing. A
 3d_cascade_fullres plan is the 3d_fullres network taking `previous_stage`'s (3d_lowres)
-segmentation as extra input.
+segmentation as extra input: `input_channels` counts them.
 
 `labels` holds every label of dataset.json, an "ignore" label too (`unet.io.labels`);
 `label_values` and `num_classes` are those the network predicts, without it. The preprocessed
@@ -93,7 +93,14 @@ class Plan:
 
     @property
     def num_channels(self) -> int:
+        """The image's channels (modalities)."""
         return len(self.modalities)
+
+    @property
+    def input_channels(self) -> int:
+        """The network's input channels: the image's, and for a cascade the previous stage's
+        segmentation as one-hot channels of the foreground classes (`unet.preprocessing.cascade`)."""
+        return self.num_channels + (self.num_classes - 1 if self.previous_stage else 0)
 
     @property
     def spatial_dims(self) -> int:

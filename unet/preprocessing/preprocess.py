@@ -50,6 +50,18 @@ def values_to_indices(label: np.ndarray, values: tuple[int, ...], source: str = 
     return table[label]
 
 
+def label_to_grid(label: np.ndarray, box, shape, axis: int | None, values: tuple[int, ...],
+                  source: str = "label") -> np.ndarray:
+    """A canonical-order label map (dataset label values) on the preprocessed grid: cropped to
+    `box`, mapped to class indices of `values`, resampled to `shape` (`resample_labels`, with
+    `axis` as its separate axis). Preprocessing's path for a case's label, and the cascade's for
+    the previous stage's segmentation (`unet.preprocessing.cascade`)."""
+    seg = values_to_indices(crop(label, box), values, source)
+    if seg.shape != tuple(shape):
+        seg = resample_labels(seg, shape, len(values), separate_axis=axis)
+    return seg
+
+
 def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | None, CaseGeometry]:
     """Preprocess one case in memory: (image, class-index seg or None, geometry)."""
     loaded = load_case(case, plan.num_channels)
@@ -74,9 +86,7 @@ def preprocess_arrays(case: Case, plan: Plan) -> tuple[np.ndarray, np.ndarray | 
         del outside
     seg = None
     if loaded.label is not None:
-        seg = values_to_indices(crop(loaded.label, box), plan.seg_label_values, str(case.label))
-        if not same:
-            seg = resample_labels(seg, shape, len(plan.seg_label_values), separate_axis=axis)
+        seg = label_to_grid(loaded.label, box, shape, axis, plan.seg_label_values, str(case.label))
 
     geometry = CaseGeometry(
         case=case.id, raw_shape=loaded.raw_shape, raw_affine=loaded.raw_affine,

@@ -3,6 +3,8 @@
 A custom loop rather than `model.fit`, because `fit` under MultiWorkerMirroredStrategy is
 broken in Keras 3 (tensorflow#72388) and multi-node training builds on this loop.
 A 2d plan trains its 2D network on slices of the same 3D cases (`slice_axis`, unet.data.pipeline).
+A cascade (3d_cascade_fullres) trains on shards whose images carry the previous stage's one-hot
+channels after the image's (`unet.data.shards`); the network takes `plan.input_channels`.
 Checkpoints: `checkpoints/last` every epoch (weights, optimizer state, epoch, Dice EMA) for
 `resume`, `checkpoints/best.weights.h5` on the best EMA of the validation pseudo Dice. Without
 validation cases (fold `all`) the log has no Dice, and the best checkpoint is the final weights.
@@ -26,6 +28,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from unet.data.pipeline import training_epochs, validation_patches
+from unet.data.shards import INDEX, shard_channels
 from unet.io.atomic import atomic_path
 from unet.model.saved import load_weights
 from unet.preprocessing.plan import Plan
@@ -137,6 +140,7 @@ class FoldTrainer:
         if s.deterministic:
             # Process-wide and irreversible: every op then picks a deterministic kernel (or fails).
             tf.config.experimental.enable_op_determinism()
+        check_shards(self.shard_dir, plan)
         print(f"{len(self.train_ids)} training cases, "
               + (f"{len(self.val_ids)} validation cases" if self.val_ids else "no validation (fold all)"), flush=True)
         self._build()
@@ -216,7 +220,8 @@ class FoldTrainer:
                                                   memory_bytes=memory_bytes, mask_channels=plan.mask_channels,
                                                   oversampling_rule=s.oversampling_rule,
                                                   patches_per_case=s.patches_per_case,
-                                                  replica_batch_size=plan.batch_size, slice_axis=plan.slice_axis),
+                                                  replica_batch_size=plan.batch_size, slice_axis=plan.slice_axis,
+                                                  previous_channels=plan.input_channels - plan.num_channels),
             plan.batch_size, 0)
 
     def _save_weights(self, path: Path) -> None:
@@ -240,6 +245,19 @@ class FoldTrainer:
         # Also a file from before the network had its own instance normalization (a resumed run).
         load_weights(self.model, self.out_dir / "checkpoints" / "best.weights.h5")
         self.save_model(path)
+
+
+def check_shards(shard_dir: str | Path, plan: Plan) -> None:
+    """The shards' images must have the channels the plan's network takes: a cascade's with the
+    previous stage's, any other's without (shards that do not record it are not checked)."""
+    channels = shard_channels(shard_dir)
+    if channels is None or channels == plan.input_channels:
+        return
+    extra = plan.input_channels - plan.num_channels
+    what = f"{plan.num_channels} image + {extra} previous stage ({plan.previous_stage})" if extra else "the image's only"
+    raise ValueError(f"{Path(shard_dir) / INDEX}: the shards' images have {channels} channels, but the "
+                     f"{plan.configuration} network takes {plan.input_channels} ({what}); write the shards "
+                     f"for this configuration" + (" with its previous stage" if plan.previous_stage else ""))
 
 
 def train_fold(plan: Plan, settings: TrainSettings, shard_dir, train_ids, val_ids, out_dir,
