@@ -11,4 +11,5 @@ with output_to(snakemake.log[0]):
     from unet.inference.predict import predict_test_set
 
     predict_test_set(snakemake.input.models, snakemake.params.data_dir, snakemake.output[0],
-                     plans=snakemake.input.plans, section=section)
+                     plans=snakemake.input.plans, section=section,
+                     previous_predictions=snakemake.input.previous[0] if snakemake.input.previous else None)

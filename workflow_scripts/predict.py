@@ -12,4 +12,5 @@ with output_to(snakemake.log[0]):
 
     predict_fold(snakemake.input.model, snakemake.input.splits, int(snakemake.wildcards.fold),
                  snakemake.params.preprocessed_dir, snakemake.output[0], plans=snakemake.input.plans,
-                 dataset_ok=snakemake.input.ready, section=section)
+                 dataset_ok=snakemake.input.ready, section=section,
+                 previous_dir=snakemake.input.get("previous"))

@@ -226,8 +226,8 @@ def test_changing_learning_rate_reruns_training_onward_not_preprocessing(finishe
     tmp, _ = finished_run
     config = _write_config(tmp, "lr.yaml", train__learning_rate=0.01)
     jobs = planned_jobs(snakemake(tmp, config, "--dry-run"))
-    assert set(jobs) == {"train", "predict", "ensemble", "evaluate", "postprocessing", "postprocess_test",
-                         "report", "all"}
+    assert set(jobs) == {"train", "predict", "ensemble", "evaluate", "postprocessing", "select_configuration",
+                         "postprocess_test", "report", "all"}
     assert jobs["train"] == 2
 
 
@@ -284,6 +284,6 @@ def test_the_reduced_demo_learns(finished_run):
     predicting background scores 0 at, and one label everywhere far below (measured: 0.53 after
     the 500 steps of CONFIG; 0.06 after 3 steps)."""
     tmp, _ = finished_run
-    summary = json.loads((tmp / "results" / "demo" / "evaluation" / "summary.json").read_text())
+    summary = json.loads((tmp / "results" / "demo" / "3d_fullres" / "evaluation" / "summary.json").read_text())
     assert summary["mean_foreground_dice"]["all"] > 0.35
     assert all(dice > 0.3 for dice in summary["mean_foreground_dice"]["folds"].values())
