@@ -123,3 +123,13 @@ def test_a_real_run_stops_after_the_stage_and_the_next_one_continues(tmp_path):
     assert not (results / "shards").exists()
     assert until(tmp_path, config, "preprocess") == {}
     assert until(tmp_path, config, "train") == {"shard": 1, "split": 1, "train": NFOLDS}
+
+
+def test_auto_configurations_are_known_once_planned(tmp_path):
+    """`configurations: auto` trains what plans.json holds, so `--until` past planning waits for it
+    (and says so), while the stages up to the plan still run."""
+    config = _config(tmp_path, "auto.yaml", configurations="auto")
+    assert set(until(tmp_path, config, "plan")) == UPSTREAM["plan"]
+    result = WORKFLOW.snakemake(tmp_path, config, "--dry-run", "--until", "train")
+    assert result.returncode != 0
+    assert "Run `snakemake --cores 1 plan` first, or list the configurations" in result.stdout + result.stderr
