@@ -284,3 +284,18 @@ def test_the_cli_passes_configuration_and_reports_errors_in_one_line(layout, ima
         main(["predict", "-i", str(images), "-o", str(tmp_path / "out"), "-m", str(root), "--configuration",
               "2d+3d_fullres"])
     assert exit_.value.code == 2 and "--configuration" in capsys.readouterr().err
+
+
+def test_a_2d_configuration_exports_its_runtime_checked_on_a_real_slice(run, tmp_path, capsys):
+    """The export's check of a 2d network's SavedModel cuts its real patch from the middle slice of
+    a preprocessed 3D image (beside plans.json, as in a run)."""
+    from unet.io.atomic import save_npy
+
+    shutil.copytree(run, tmp_path / "demo")
+    image = np.random.default_rng(0).standard_normal((46, 47, 43, 2)).astype(np.float32)
+    save_npy(tmp_path / "demo" / "preprocessed" / "DEMO_000.npy", image)
+    out = export_archive(tmp_path / "demo", tmp_path / "2d.zip", configuration="2d", formats=("keras", "saved_model"))
+    with zipfile.ZipFile(out) as archive:
+        assert "fold_0/formats/saved_model/saved_model.pb" in archive.namelist()
+    checked = capsys.readouterr().out
+    assert "saved_model" in checked and "random " in checked and "real " in checked, checked

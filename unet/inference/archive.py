@@ -36,6 +36,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 import unet
 from unet.data.splits import Fold
 from unet.inference.errors import InputError
@@ -69,8 +71,10 @@ def runtime_exporter(name: str, folder: Path, plan) -> Exporter:
         raise InputError(f"format onnx: the ONNX packages are missing; {ONNX_INSTALL}")
 
     images = sorted(p for p in (folder / "preprocessed").glob("*.npy") if not p.name.endswith(("_seg.npy", "_fg.npy")))
-    patches = validation_patches(plan.patch_size, plan.input_channels,
-                                 real=load_npy(images[0], mmap=True) if images else None)
+    real = load_npy(images[0], mmap=True) if images else None
+    if real is not None and plan.slice_axis is not None:  # a 2d network: the middle slice
+        real = np.take(real, real.shape[plan.slice_axis] // 2, axis=plan.slice_axis)
+    patches = validation_patches(plan.patch_size, plan.input_channels, real=real)
 
     def export(model: Path, formats: Path) -> None:
         print(export_runtime(model, name, runtime_path(formats, name), patches).summary(), flush=True)
