@@ -138,6 +138,9 @@ rule benchmark_accuracy:
         epochs=10,
         steps_per_epoch=50,
         plan={"patch_size": [64, 64, 16], "batch_size": 2, "filters": 16},
+        # [3d_fullres, 2d]: the 2d network too, on both sides (docs/benchmarks.md), sized by plan_2d.
+        configurations=["3d_fullres"],
+        plan_2d={"patch_size": [96, 96], "batch_size": 14, "filters": 16},
         tta=False,  # mirroring at prediction, both sides
         seed=0,
         snakefile=workflow.main_snakefile,

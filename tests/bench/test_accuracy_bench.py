@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from unet.bench import nnunet_train
-from unet.bench.accuracy import DICE_MARGIN, build_report, format_report, score, workflow_config
+from unet.bench.accuracy import workflow_config
+from unet.bench.accuracy_report import DICE_MARGIN, build_report, format_report, score
 from unet.bench.hard_cases import (LABELS, LESION, MODALITIES, ORGAN, VESSEL, case_geometry, generate_hard_dataset,
                                    hard_case)
 from unet.bench.nnunet_train import (add_configuration, bench_configuration, from_nnunet_axes, network_in_our_axes,

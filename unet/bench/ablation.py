@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from unet.bench.accuracy import DEFAULTS, add_dataset_arguments, run_ours, score, workflow_config
+from unet.bench.accuracy import DEFAULTS, add_dataset_arguments, run_ours, workflow_config
+from unet.bench.accuracy_report import score
 
 # Each variant: the config sections it changes from the defaults (one switch each).
 VARIANTS: dict[str, dict] = {

@@ -34,10 +34,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-DICE_MARGIN = 0.01
+FULLRES = "3d_fullres"  # unet.preprocessing.plan.FULLRES, not imported: the standard library only here
 DATASET_ID = 556
 DEFAULTS = {"cases": 20, "epochs": 10, "steps": 50, "patch_size": [64, 64, 16], "batch_size": 2, "filters": 16}
+# The 2d network (config plan.2d), when trained: nnU-Net's planned patch for these cases (the whole
+# slice, 96 x 96), the 3d_fullres benchmark's width (filters 16, planned 32), and a batch that puts
+# as many voxels through a step as the 3d_fullres one (14 x 96 x 96 ~ 2 x 64 x 64 x 16; planned 22).
+DEFAULTS_2D = {"patch_size": [96, 96], "batch_size": 14, "filters": 16}
+CONFIGURATIONS = (FULLRES, "2d")  # those the benchmark can train, each against nnU-Net's of that name
 # Mirroring at prediction (ours predict.tta, nnU-Net's default) is off on both sides by default:
 # nnU-Net predicts a case 8x slower with it, a minute per case on a 2-core CPU.
 VALIDATION_PATCHES = 32  # our training loop's validation patches per epoch (TrainSettings)
@@ -45,40 +51,58 @@ VALIDATION_PATCHES = 32  # our training loop's validation patches per epoch (Tra
 
 # --- our side ---------------------------------------------------------------------------------
 
-def workflow_config(work: Path, task: str, fold: int, nfolds: int, plan: dict, train: dict, tta: bool) -> dict:
-    """The config of our run: the generated task under work/data, results under work/results."""
+def workflow_config(work: Path, task: str, fold: int, nfolds: int, plan: dict, train: dict, tta: bool,
+                    configurations: Sequence[str] = (FULLRES,)) -> dict:
+    """The config of our run: the generated task under work/data, results under work/results, the
+    `configurations` listed (never `auto`, which would also train what the dataset plans besides)."""
     return {"task": task, "data_dir": str(work / "data"), "results": str(work / "results"),
-            "nfolds": nfolds, "folds": [fold], "split_seed": 0, "plan": plan, "train": train,
-            "predict": {"tta": bool(tta)}, "evaluate": {"regions": {}}}
+            "nfolds": nfolds, "folds": [fold], "split_seed": 0, "configurations": list(configurations),
+            "plan": plan, "train": train, "predict": {"tta": bool(tta)}, "evaluate": {"regions": {}}}
 
 
-def run_ours(snakefile: str | os.PathLike, work: Path, config: dict, cores: int) -> dict:
-    """Our workflow up to fold `folds[0]`'s validation predictions, in a fresh Snakemake process;
-    its wall time and what it wrote (plans, splits, training log, rule times)."""
-    import yaml
-
+def our_outputs(config: dict, configuration: str = FULLRES) -> dict[str, Path]:
+    """What our workflow writes for fold `folds[0]` of `configuration` and the benchmark reads, in
+    the layout of rules/common.smk (docs/outputs.md): the validation predictions, the training log
+    (the two targets), plans.json, splits.json and the train and predict jobs' benchmark files."""
     fold = config["folds"][0]
     results = Path(config["results"]) / config["task"]
+    folder = results / configuration
+    return {"predictions": folder / "predictions" / f"fold_{fold}",
+            "training_log": folder / f"fold_{fold}" / "training_log.jsonl",
+            "plans": results / "plans.json", "splits": results / "splits.json",
+            **{f"{rule}_tsv": results / "benchmarks" / f"{rule}_{configuration}_fold_{fold}.tsv"
+               for rule in ("train", "predict")}}
+
+
+def run_ours(snakefile: str | os.PathLike, work: Path, config: dict, cores: int,
+             configuration: str = FULLRES) -> dict:
+    """Our workflow up to fold `folds[0]`'s validation predictions of `configuration` (one of
+    config `configurations`), in a fresh Snakemake process; its wall time and what it wrote (the
+    configuration's plan, splits, training log, rule times)."""
+    import yaml
+
+    from unet.preprocessing.plan import Plan
+
+    paths = our_outputs(config, configuration)
     config_path = work / "config.yaml"  # the Snakefile's `configfile:` is read from the work folder
     config_path.write_text(yaml.safe_dump(config))
-    targets = [str(results / "predictions" / f"fold_{fold}"), str(results / f"fold_{fold}" / "training_log.jsonl")]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(Path(snakefile).resolve()), "--directory", str(work),
-           "--configfile", str(config_path), "--cores", str(cores), *targets]
+           "--configfile", str(config_path), "--cores", str(cores), str(paths["predictions"]),
+           str(paths["training_log"])]
+    log = work / f"ours_{configuration}.log"
     start = time.perf_counter()
-    with open(work / "ours.log", "w") as out:
+    with open(log, "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {work / 'ours.log'}:\n"
-                           f"{(work / 'ours.log').read_text()[-4000:]}")
-    rows = [json.loads(line) for line in (results / f"fold_{fold}" / "training_log.jsonl").read_text().splitlines()
-            if line.strip()]
-    return {"wall_s": wall, "results": results, "epochs": rows,
-            "plan": json.loads((results / "plans.json").read_text()),
-            "splits": json.loads((results / "splits.json").read_text()),
-            "rule_times": {rule: _rule_times(results / "benchmarks" / f"{rule}_fold_{fold}.tsv")
-                           for rule in ("train", "predict")},
-            "predictions": str(results / "predictions" / f"fold_{fold}")}
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {log}:\n{log.read_text()[-4000:]}")
+    rows = [json.loads(line) for line in paths["training_log"].read_text().splitlines() if line.strip()]
+    plans = json.loads(paths["plans"].read_text())
+    return {"wall_s": wall, "results": paths["plans"].parent, "epochs": rows, "configuration": configuration,
+            "plan": json.loads(json.dumps(Plan.from_plans(plans, configuration).to_json())),  # lists, as read
+            "splits": json.loads(paths["splits"].read_text()),
+            "rule_times": {rule: _rule_times(paths[f"{rule}_tsv"]) for rule in ("train", "predict")},
+            "predictions": str(paths["predictions"])}
 
 
 def _rule_times(tsv: Path) -> dict:
@@ -90,46 +114,42 @@ def _rule_times(tsv: Path) -> dict:
     return {"wall_s": float(row["s"]), "cpu_s": float(row["cpu_time"])}
 
 
-# --- scoring ----------------------------------------------------------------------------------
-
-def score(predictions: str | os.PathLike, data: Path, val_ids: list[str], fold: int) -> dict:
-    """Per foreground label: mean Dice over the validation cases (NaN where a structure is absent
-    from both left out, as nnU-Net), pooled Dice over all their voxels and mean HD95 (mm)."""
-    import numpy as np
-
-    from unet.evaluation.evaluate import evaluate_folder
-    from unet.io.msd import load_dataset
-
-    dataset = load_dataset(data)
-    table = evaluate_folder(predictions, {c.id: c.label for c in dataset.training}, dataset.labels, (),
-                            fold=fold, expected=val_ids)
-    out = {}
-    for name, rows in table.groupby("label", sort=False):
-        tp, fp, fn = (int(rows[c].sum()) for c in ("tp", "fp", "fn"))
-        out[name] = {"dice": float(np.nanmean(rows["dice"])) if rows["dice"].notna().any() else None,
-                     "pooled_dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
-                     "hd95_mm": float(np.nanmean(rows["hd95"])) if rows["hd95"].notna().any() else None,
-                     "cases": {r.case: (None if math.isnan(r.dice) else float(r.dice)) for r in rows.itertuples()}}
-    return out
-
-
 # --- the whole benchmark ----------------------------------------------------------------------
+
+def benchmark_plan(plan: dict | None, configurations: Sequence[str], plan_2d: dict | None = None) -> dict:
+    """Our config `plan:` for the run: `plan` (default DEFAULTS' 3d_fullres sizes) and, when 2d is
+    trained, its `2d:` section (`plan_2d`, default DEFAULTS_2D)."""
+    plan = dict(plan or {k: DEFAULTS[k] for k in ("patch_size", "batch_size", "filters")})
+    if "2d" in configurations:
+        plan["2d"] = dict(plan_2d or plan.get("2d") or DEFAULTS_2D)
+    return plan
+
 
 def run_benchmark(nnunet_venv, snakefile, n_cases: int = DEFAULTS["cases"], epochs: int = DEFAULTS["epochs"],
                   steps: int = DEFAULTS["steps"], plan: dict | None = None, train: dict | None = None,
                   tta: bool = False, cores: int = 2, seed: int = 0, fold: int = 0, nfolds: int = 5,
-                  work_dir=None, out=None) -> dict:
-    """Generate, run ours and nnU-Net, score both; write the report to `out` (JSON) if given.
-    `plan`: our plan overrides (config `plan:`); `train`: further config `train:` settings."""
+                  work_dir=None, out=None, configurations: Sequence[str] = (FULLRES,),
+                  plan_2d: dict | None = None) -> dict:
+    """Generate, then for each of `configurations` in turn run ours and nnU-Net's, score both; write
+    the report to `out` (JSON) if given. `plan`: our plan overrides (config `plan:`, sizing
+    3d_fullres); `plan_2d`: its `2d:` section; `train`: further config `train:` settings.
+
+    Each configuration's two sides run back to back (ours, then nnU-Net's), so that they share the
+    machine's load as closely as a shared machine allows."""
+    from unet.bench.accuracy_report import build_report, combine_reports, score
     from unet.bench.hard_cases import NAME, generate_hard_dataset
     from unet.bench.nnunet_preprocess import to_nnunet_raw
-    from unet.bench.nnunet_train import run_nnunet_training
+    from unet.bench.nnunet_train import plan_nnunet, run_nnunet_configuration
     from unet.bench.reference_env import nnunet_python
     from unet.io.atomic import write_json
     from unet.runtime import machine_info
 
     python = nnunet_python(nnunet_venv)  # before any work: a missing virtualenv stops here
-    plan = plan or {k: DEFAULTS[k] for k in ("patch_size", "batch_size", "filters")}
+    configurations = list(dict.fromkeys(configurations))
+    unknown = sorted(set(configurations) - set(CONFIGURATIONS))
+    if unknown:
+        raise ValueError(f"configurations {unknown}: the benchmark trains {list(CONFIGURATIONS)}")
+    plan = benchmark_plan(plan, configurations, plan_2d)
     train = {**(train or {}), "epochs": int(epochs), "steps_per_epoch": int(steps)}
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
         work = (Path(work_dir) if work_dir else Path(tmp)).resolve()  # the nested run has its own working folder
@@ -142,111 +162,33 @@ def run_benchmark(nnunet_venv, snakefile, n_cases: int = DEFAULTS["cases"], epoc
         raw = to_nnunet_raw(data, work / "nnUNet_raw", DATASET_ID, workers=cores)
         print(f"generated {n_cases} cases in {time.perf_counter() - start:.1f} s under {work}", flush=True)
 
-        load_before, date = list(os.getloadavg()), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        ours = run_ours(snakefile, work, workflow_config(work, NAME, fold, nfolds, plan, train, tta), cores)
-        print(f"ours: {ours['wall_s']:.1f} s", flush=True)
-        load_between = list(os.getloadavg())
-        val_ids = ours["splits"][fold]["val"]
-        batch = int(ours["plan"]["batch_size"])
-        theirs = run_nnunet_training(python, work, DATASET_ID, raw.name, ours["plan"], ours["splits"],
-                                     sorted(ours["splits"][fold]["train"] + val_ids), fold, epochs, steps,
-                                     math.ceil(VALIDATION_PATCHES / batch), tta, cores)
-        print(f"nnU-Net: {sum(theirs['wall_s'].values()):.1f} s", flush=True)
-        settings = {"n_cases": n_cases, "seed": seed, "fold": fold, "nfolds": nfolds, "epochs": epochs,
-                    "steps_per_epoch": steps, "tta": tta, "cores": cores, "plan_overrides": plan,
-                    "train": train, "validation_cases": val_ids, "date": date,
-                    "load_average_before": load_before, "load_average_between": load_between,
-                    "load_average_after": list(os.getloadavg())}
-        report = build_report(ours, theirs, score(ours["predictions"], data, val_ids, fold),
-                              score(theirs["predictions"], data, val_ids, fold), settings,
-                              machine_info(cores))
+        config = workflow_config(work, NAME, fold, nfolds, plan, train, tta, configurations)
+        planned, reports = None, {}
+        for configuration in configurations:
+            load_before, date = list(os.getloadavg()), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            ours = run_ours(snakefile, work, config, cores, configuration)
+            print(f"ours, {configuration}: {ours['wall_s']:.1f} s", flush=True)
+            load_between = list(os.getloadavg())
+            splits, val_ids = ours["splits"], ours["splits"][fold]["val"]
+            if planned is None:
+                planned = plan_nnunet(python, work, DATASET_ID, raw.name, splits,
+                                      sorted(splits[fold]["train"] + val_ids), cores)
+            val_steps = math.ceil(VALIDATION_PATCHES / int(ours["plan"]["batch_size"]))
+            theirs = run_nnunet_configuration(python, work, DATASET_ID, raw.name, planned, ours["plan"], fold,
+                                              epochs, steps, val_steps, tta, cores)
+            print(f"nnU-Net, {configuration}: {sum(theirs['wall_s'].values()):.1f} s", flush=True)
+            settings = {"configuration": configuration, "n_cases": n_cases, "seed": seed, "fold": fold,
+                        "nfolds": nfolds, "epochs": epochs, "steps_per_epoch": steps, "tta": tta, "cores": cores,
+                        "plan_overrides": plan, "train": train, "validation_cases": val_ids, "date": date,
+                        "load_average_before": load_before, "load_average_between": load_between,
+                        "load_average_after": list(os.getloadavg())}
+            reports[configuration] = build_report(ours, theirs, score(ours["predictions"], data, val_ids, fold),
+                                                  score(theirs["predictions"], data, val_ids, fold), settings,
+                                                  machine_info(cores))
+    report = reports[configurations[0]] if len(reports) == 1 else combine_reports(reports)
     if out is not None:
         write_json(out, report)
     return report
-
-
-def _network(plan: dict) -> dict:
-    return {k: plan[k] for k in ("spacing", "patch_size", "batch_size", "filters", "strides", "kernels")}
-
-
-def build_report(ours: dict, theirs: dict, dice_ours: dict, dice_theirs: dict, settings: dict,
-                 machine: dict) -> dict:
-    """The benchmark's JSON: per-label scores side by side, epoch and wall times, the goals."""
-    ours_train = [r["epoch_time_s"] for r in ours["epochs"]]
-    theirs_train = [r["train_time_s"] for r in theirs["epochs"]]
-    runtime = ours["epochs"][0].get("runtime", {}) if ours["epochs"] else {}
-    labels = {name: {"ours": dice_ours[name], "nnunet": dice_theirs.get(name)} for name in dice_ours}
-    same_network = json.loads(json.dumps(_network(ours["plan"]))) == json.loads(json.dumps(theirs["network"]))
-    dice_goal = all(v["ours"]["dice"] is not None and v["nnunet"] is not None and v["nnunet"]["dice"] is not None
-                    and v["ours"]["dice"] >= v["nnunet"]["dice"] - DICE_MARGIN for v in labels.values())
-    return {
-        **settings,
-        "machine": {**machine, "onednn": runtime.get("onednn", machine.get("onednn")),
-                    # Unset here means our `train` job set it to 1 (unet.runtime.configure_tensorflow).
-                    "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")},
-        "network": _network(ours["plan"]), "nnunet_network": theirs["network"], "same_network": same_network,
-        "nnunet_transpose_forward": theirs["transpose_forward"],
-        "labels": labels,
-        "epochs_ours": [{"epoch": r["epoch"], "train_time_s": r["epoch_time_s"], "loss": r["loss"]}
-                        for r in ours["epochs"]],
-        "epochs_nnunet": theirs["epochs"],
-        "train_time_s": {"ours": sum(ours_train), "nnunet": sum(theirs_train)},
-        "median_epoch_s": {"ours": _median(ours_train), "nnunet": _median(theirs_train)},
-        "wall_s": {"ours": {"workflow": ours["wall_s"],
-                            **{f"{k}_job": v["wall_s"] for k, v in ours["rule_times"].items()}},
-                   "nnunet": theirs["wall_s"]},
-        # The same work, train and predict, in CPU-seconds: what another job's load moves least.
-        "cpu_s": {"ours": {f"{k}_job": v["cpu_s"] for k, v in ours["rule_times"].items()},
-                  "nnunet": {"train_and_predict": theirs["cpu_s"]["train_and_predict"]}},
-        "goals": {f"Dice >= nnU-Net's - {DICE_MARGIN} on every label": dice_goal,
-                  "less time in training steps (median epoch)": _median(ours_train) < _median(theirs_train),
-                  "same network": same_network},
-    }
-
-
-def _median(values: list[float]) -> float | None:
-    import statistics
-
-    return statistics.median(values) if values else None
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def format_report(report: dict) -> str:
-    m, net = report["machine"], report["network"]
-    lines = [
-        f"accuracy benchmark: {report['n_cases']} cases, fold {report['fold']} "
-        f"({len(report['validation_cases'])} validation cases), {report['epochs']} epochs x "
-        f"{report['steps_per_epoch']} steps, batch {net['batch_size']}, patch {'x'.join(map(str, net['patch_size']))}, "
-        f"filters {net['filters']}, tta {report['tta']}",
-        f"  {m['cpu']} ({', '.join(m['vector_extensions']) or 'no AVX'}), {report['cores']} cores, "
-        f"oneDNN {'on' if m['onednn'] else 'off'} (TF_ENABLE_ONEDNN_OPTS={m['tf_enable_onednn_opts']})",
-        f"  {'label':<12} {'Dice ours':>10} {'nnU-Net':>8} {'pooled ours':>12} {'nnU-Net':>8} "
-        f"{'HD95 ours':>10} {'nnU-Net':>8}",
-    ]
-    for name, v in report["labels"].items():
-        o, t = v["ours"], v["nnunet"] or {}
-        lines.append(f"  {name:<12} {_fmt(o['dice']):>10} {_fmt(t.get('dice')):>8} {_fmt(o['pooled_dice']):>12} "
-                     f"{_fmt(t.get('pooled_dice')):>8} {_fmt(o['hd95_mm'], 1):>10} {_fmt(t.get('hd95_mm'), 1):>8}")
-    lines.append("  training steps per epoch (s): ours "
-                 + " ".join(f"{r['train_time_s']:.1f}" for r in report["epochs_ours"])
-                 + "; nnU-Net " + " ".join(f"{r['train_time_s']:.1f}" for r in report["epochs_nnunet"]))
-    t, med, w = report["train_time_s"], report["median_epoch_s"], report["wall_s"]
-    if t["nnunet"] and med["nnunet"]:
-        lines.append(f"  in training steps: median epoch ours {med['ours']:.1f} s, nnU-Net {med['nnunet']:.1f} s "
-                     f"(ratio {med['ours'] / med['nnunet']:.2f}); all epochs ours {t['ours']:.1f} s, "
-                     f"nnU-Net {t['nnunet']:.1f} s")
-    lines.append("  wall (s): ours " + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in w["ours"].items())
-                 + "; nnU-Net " + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in w["nnunet"].items()))
-    cpu = report["cpu_s"]
-    lines.append("  CPU (s): ours " + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in cpu["ours"].items())
-                 + "; nnU-Net " + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in cpu["nnunet"].items()))
-    lines.append(f"  measured {report['date']}; 1-min load average {report['load_average_before'][0]:.1f} before ours, "
-                 f"{report['load_average_between'][0]:.1f} before nnU-Net, {report['load_average_after'][0]:.1f} after")
-    lines.append("  goals: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in report["goals"].items()))
-    return "\n".join(line for line in lines if line)
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snakefile", required=True, help="the workflow's Snakefile (ours runs through it)")
     add_dataset_arguments(parser)
     parser.add_argument("--tta", action="store_true", help="predict with mirroring (both sides)")
+    parser.add_argument("--configurations", nargs="+", choices=CONFIGURATIONS, default=[FULLRES],
+                        help="configurations to train, each on both sides, in this order (default: 3d_fullres)")
+    parser.add_argument("--patch-2d", type=int, nargs=2, default=DEFAULTS_2D["patch_size"],
+                        help="the 2d network's patch (in-plane), with --configurations ... 2d")
+    parser.add_argument("--batch-2d", type=int, default=DEFAULTS_2D["batch_size"])
+    parser.add_argument("--filters-2d", type=int, default=DEFAULTS_2D["filters"])
     args = parser.parse_args(argv)
+    from unet.bench.accuracy_report import format_report
     from unet.bench.reference_env import nnunet_python
 
     try:
@@ -279,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     plan = {"patch_size": args.patch, "batch_size": args.batch, "filters": args.filters}
+    plan_2d = {"patch_size": args.patch_2d, "batch_size": args.batch_2d, "filters": args.filters_2d}
     report = run_benchmark(args.nnunet_venv, Path(args.snakefile).resolve(), args.cases, args.epochs, args.steps,
                            plan, tta=args.tta, cores=args.cores, seed=args.seed, work_dir=args.keep,
-                           out=args.out)
+                           out=args.out, configurations=args.configurations, plan_2d=plan_2d)
     print(format_report(report))
     return 0
 

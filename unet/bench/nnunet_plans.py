@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from unet.bench.nnunet_train import from_nnunet_axes, nnunet_env
+from unet.bench.nnunet_train import from_nnunet_axes, from_nnunet_plane, nnunet_env
 
 DATASET_ID = 557
 GPU_MEMORY_GB = 8.0      # nnU-Net's default target, the one its reference values were tuned for
@@ -83,12 +83,6 @@ def run_nnunet_planner(python: str | os.PathLike, fingerprints: Sequence[dict], 
     return [json.loads(f.read_text()) for f in plans_files]
 
 
-def _in_plane(values, transpose_forward) -> list:
-    """A 2d configuration's per-axis values (nnU-Net's axes transpose_forward[1:]) in our order."""
-    ours = sorted(zip((2 - int(t) for t in transpose_forward[1:]), values))
-    return [v for _, v in ours]
-
-
 def configurations_in_our_axes(plans: dict) -> dict[str, dict]:
     """Each configuration of nnU-Net's `plans` with plans.json's names in our axis order: spacing,
     median_shape, patch_size, batch_size, filters, strides, kernels; 2d also its slice_axis (the
@@ -99,14 +93,14 @@ def configurations_in_our_axes(plans: dict) -> dict[str, dict]:
         if "inherits_from" in config:
             continue
         kwargs = config["architecture"]["arch_kwargs"]
-        per_axis = _in_plane if len(config["spacing"]) == 2 else from_nnunet_axes
+        per_axis = from_nnunet_plane if len(config["spacing"]) == 2 else from_nnunet_axes
         out[name] = {"spacing": per_axis(config["spacing"], forward),
                      "median_shape": per_axis(config["median_image_size_in_voxels"], forward),
                      "patch_size": per_axis(config["patch_size"], forward),
                      "batch_size": config["batch_size"], "filters": list(kwargs["features_per_stage"]),
                      "strides": [per_axis(s, forward) for s in kwargs["strides"]],
                      "kernels": [per_axis(k, forward) for k in kwargs["kernel_sizes"]]}
-        if per_axis is _in_plane:
+        if per_axis is from_nnunet_plane:
             out[name]["slice_axis"] = 2 - int(forward[0])
     for name, config in plans["configurations"].items():
         if "inherits_from" in config:

@@ -6,7 +6,12 @@ own virtualenv with the folders it reads from environment variables.
 Axes: nnU-Net reads a NIfTI file with SimpleITK, which reverses the axes (z, y, x), then permutes
 them by its plans' `transpose_forward`; our arrays are in canonical RAS order. For files stored
 in RAS order (the benchmark writes its cases so), nnU-Net's axis t is our axis
-2 - transpose_forward[t] (`to_nnunet_axes`; `from_nnunet_axes` goes back).
+2 - transpose_forward[t] (`to_nnunet_axes`; `from_nnunet_axes` goes back). Its 2d configuration
+slices along its first axis, our 2 - transpose_forward[0], and holds the other two
+(`to_nnunet_plane`, `from_nnunet_plane`); our 2d plan's `slice_axis` must be that axis.
+
+Each of our configurations becomes one of its plans (`BENCH_NAMES`: 3d_fullres as `3d_bench`, 2d
+as `2d_bench`), copied from nnU-Net's own configuration of that name with our sizes.
 
 The trainer is a module written at run time into the benchmark's work folder; `nnUNetv2_train`'s
 entry point runs through `unet.bench.nnunet_worker` (`train`), which makes nnU-Net's lookup of
@@ -25,8 +30,9 @@ from pathlib import Path
 from typing import Sequence
 
 CONFIGURATION = "3d_bench"
+BENCH_NAMES = {"3d_fullres": CONFIGURATION, "2d": "2d_bench"}  # our configuration -> its name in nnU-Net's plans
 TRAINER = "nnUNetTrainerBench"
-BASE_CONFIGURATION = "3d_fullres"  # what nnU-Net planned; ours is a copy with our network and sizes
+BASE_CONFIGURATION = "3d_fullres"  # a plan without `configuration` is ours of this name
 EPOCH_LOG = "bench_epochs.jsonl"   # the trainer's per-epoch times, in its output folder
 
 
@@ -45,28 +51,54 @@ def from_nnunet_axes(values: Sequence, transpose_forward: Sequence[int]) -> list
     return out
 
 
-def bench_configuration(nnunet_plans: dict, plan: dict, name: str = CONFIGURATION) -> dict:
-    """A configuration of nnU-Net's plans with our plan's (plans.json) spacing, patch, batch,
-    filters, strides and kernels, in nnU-Net's axis order; the rest (normalization, resampling,
-    the network's blocks) is nnU-Net's own 3d_fullres."""
+def to_nnunet_plane(values: Sequence, transpose_forward: Sequence[int], slice_axis: int) -> list:
+    """A 2d plan's per-axis `values` (our axes other than `slice_axis`, in order) in the order of
+    nnU-Net's 2d configuration (its axes transpose_forward[1:]); an error when nnU-Net would slice
+    along another axis than ours."""
+    theirs = 2 - int(transpose_forward[0])
+    if theirs != int(slice_axis):
+        raise ValueError(f"nnU-Net's 2d slices along our axis {theirs} (transpose_forward {list(transpose_forward)}), "
+                         f"our 2d plan along axis {slice_axis}: the two 2d networks would see different slices")
+    ours = dict(zip((a for a in range(3) if a != int(slice_axis)), values))
+    return [ours[2 - int(t)] for t in transpose_forward[1:]]
+
+
+def from_nnunet_plane(values: Sequence, transpose_forward: Sequence[int]) -> list:
+    """A 2d configuration's per-axis values (nnU-Net's axes transpose_forward[1:]) in our order."""
+    return [v for _, v in sorted(zip((2 - int(t) for t in transpose_forward[1:]), values))]
+
+
+def bench_configuration(nnunet_plans: dict, plan: dict, name: str | None = None) -> dict:
+    """A configuration of nnU-Net's plans with our plan's (a plans.json record) spacing, patch,
+    batch, filters, strides and kernels, in nnU-Net's axis order; the rest (normalization,
+    resampling, batch Dice, the network's blocks) is nnU-Net's own configuration of the same kind
+    (`plan["configuration"]`: 3d_fullres or 2d). `name` defaults to BENCH_NAMES'."""
     forward = nnunet_plans["transpose_forward"]
-    config = copy.deepcopy(nnunet_plans["configurations"][BASE_CONFIGURATION])
+    base = plan.get("configuration") or BASE_CONFIGURATION
+    name = name or BENCH_NAMES[base]
+    if base == "2d":
+        def axes(values):
+            return to_nnunet_plane(values, forward, plan["slice_axis"])
+    else:
+        def axes(values):
+            return to_nnunet_axes(values, forward)
+    config = copy.deepcopy(nnunet_plans["configurations"][base])
     config.pop("inherits_from", None)
     levels = len(plan["filters"])
     config.update({
         "data_identifier": f"{nnunet_plans.get('plans_name', 'nnUNetPlans')}_{name}",
         "batch_size": int(plan["batch_size"]),
-        "patch_size": [int(p) for p in to_nnunet_axes(plan["patch_size"], forward)],
-        "spacing": [float(s) for s in to_nnunet_axes(plan["spacing"], forward)],
+        "patch_size": [int(p) for p in axes(plan["patch_size"])],
+        "spacing": [float(s) for s in axes(plan["spacing"])],
     })
     if plan.get("median_shape"):
-        config["median_image_size_in_voxels"] = [int(n) for n in to_nnunet_axes(plan["median_shape"], forward)]
+        config["median_image_size_in_voxels"] = [int(n) for n in axes(plan["median_shape"])]
     kwargs = config["architecture"]["arch_kwargs"]
     kwargs.update({
         "n_stages": levels,
         "features_per_stage": [int(f) for f in plan["filters"]],
-        "strides": [[int(s) for s in to_nnunet_axes(level, forward)] for level in plan["strides"]],
-        "kernel_sizes": [[int(k) for k in to_nnunet_axes(level, forward)] for level in plan["kernels"]],
+        "strides": [[int(s) for s in axes(level)] for level in plan["strides"]],
+        "kernel_sizes": [[int(k) for k in axes(level)] for level in plan["kernels"]],
         "n_conv_per_stage": [2] * levels,           # our blocks per level, encoder and decoder
         "n_conv_per_stage_decoder": [2] * (levels - 1),
     })
@@ -74,22 +106,28 @@ def bench_configuration(nnunet_plans: dict, plan: dict, name: str = CONFIGURATIO
 
 
 def network_in_our_axes(config: dict, transpose_forward: Sequence[int]) -> dict:
-    """The sizes of an nnU-Net configuration in our axis order and plans.json's names."""
+    """The sizes of an nnU-Net configuration in our axis order and plans.json's names (a 2d one's
+    also its slice_axis)."""
     kwargs = config["architecture"]["arch_kwargs"]
-    return {"spacing": from_nnunet_axes(config["spacing"], transpose_forward),
-            "patch_size": from_nnunet_axes(config["patch_size"], transpose_forward),
-            "batch_size": config["batch_size"], "filters": list(kwargs["features_per_stage"]),
-            "strides": [from_nnunet_axes(s, transpose_forward) for s in kwargs["strides"]],
-            "kernels": [from_nnunet_axes(k, transpose_forward) for k in kwargs["kernel_sizes"]]}
+    planar = len(config["spacing"]) == 2
+
+    def axes(values):
+        return from_nnunet_plane(values, transpose_forward) if planar else from_nnunet_axes(values, transpose_forward)
+
+    network = {"spacing": axes(config["spacing"]), "patch_size": axes(config["patch_size"]),
+               "batch_size": config["batch_size"], "filters": list(kwargs["features_per_stage"]),
+               "strides": [axes(s) for s in kwargs["strides"]], "kernels": [axes(k) for k in kwargs["kernel_sizes"]]}
+    return {**network, "slice_axis": 2 - int(transpose_forward[0])} if planar else network
 
 
-def add_configuration(plans_path: str | os.PathLike, plan: dict, name: str = CONFIGURATION) -> dict:
+def add_configuration(plans_path: str | os.PathLike, plan: dict, name: str | None = None) -> dict:
     """Add `bench_configuration` to nnU-Net's plans file; returns the configuration."""
     path = Path(plans_path)
     plans = json.loads(path.read_text())
-    plans["configurations"][name] = bench_configuration(plans, plan, name)
+    config = bench_configuration(plans, plan, name)
+    plans["configurations"][name or BENCH_NAMES[plan.get("configuration") or BASE_CONFIGURATION]] = config
     path.write_text(json.dumps(plans, indent=1))
-    return plans["configurations"][name]
+    return config
 
 
 def write_splits(splits: list[dict], case_ids: Sequence[str], path: str | os.PathLike) -> None:
@@ -187,40 +225,65 @@ def run_logged(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
     return time.perf_counter() - start, _children_cpu_s() - cpu
 
 
-def results_folder(work: Path, dataset_folder: str, fold: int = 0) -> Path:
-    """Where `nnUNetv2_train` writes fold `fold` (checkpoints, validation/, EPOCH_LOG)."""
-    return work / "nnUNet_results" / dataset_folder / f"{TRAINER}__nnUNetPlans__{CONFIGURATION}" / f"fold_{fold}"
+def results_folder(work: Path, dataset_folder: str, fold: int = 0, name: str = CONFIGURATION) -> Path:
+    """Where `nnUNetv2_train` writes fold `fold` of configuration `name` (checkpoints, validation/,
+    EPOCH_LOG)."""
+    return work / "nnUNet_results" / dataset_folder / f"{TRAINER}__nnUNetPlans__{name}" / f"fold_{fold}"
+
+
+def plan_nnunet(python: str | os.PathLike, work: Path, dataset_id: int, dataset_folder: str, splits: list[dict],
+                case_ids: Sequence[str], cores: int) -> dict:
+    """nnU-Net's fingerprint and plans (not preprocessed) and our split as its splits_final.json;
+    the raw dataset must already be under work/nnUNet_raw. Returns the command's wall and CPU
+    time and the plans' transpose_forward."""
+    wall, cpu = run_logged([str(Path(python).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id),
+                            "--no_pp", "-npfp", str(cores)], nnunet_env(work, cores), work / "nnunet_plan.log")
+    pre = work / "nnUNet_preprocessed" / dataset_folder
+    write_splits(splits, case_ids, pre / "splits_final.json")
+    return {"wall_s": wall, "cpu_s": cpu,
+            "transpose_forward": json.loads((pre / "nnUNetPlans.json").read_text())["transpose_forward"]}
+
+
+def run_nnunet_configuration(python: str | os.PathLike, work: Path, dataset_id: int, dataset_folder: str,
+                             planned: dict, plan: dict, fold: int, epochs: int, steps: int, val_steps: int,
+                             mirroring: bool, cores: int) -> dict:
+    """After `plan_nnunet` (`planned`): add our `plan` (a plans.json record) to nnU-Net's plans,
+    preprocess it, train fold `fold` on the CPU with the benchmark's trainer and predict the fold's
+    validation cases (nnUNetv2_train does).
+
+    Returns the wall and CPU time of each command (plan: `planned`'s), the configuration in our
+    axes, the per-epoch rows of the trainer and the folder of the validation predictions (the raw
+    grid, {case}.nii.gz)."""
+    from unet.bench.nnunet_worker import command
+
+    bin_dir = Path(python).parent
+    env = nnunet_env(work, cores)
+    name = BENCH_NAMES[plan.get("configuration") or BASE_CONFIGURATION]
+    single = name == CONFIGURATION  # the log names of the 3d_fullres-only benchmark, kept
+    pre = work / "nnUNet_preprocessed" / dataset_folder
+    config = add_configuration(pre / "nnUNetPlans.json", plan, name)
+    times = {"plan": (planned["wall_s"], planned["cpu_s"]),
+             "preprocess": run_logged([str(bin_dir / "nnUNetv2_preprocess"), "-d", str(dataset_id), "-c", name,
+                                       "-np", str(cores)], env,
+                                      work / ("nnunet_preprocess.log" if single else f"nnunet_preprocess_{name}.log"))}
+    trainer = write_trainer(work / "nnunet_trainer" / name, epochs, steps, val_steps, mirroring)
+    out = results_folder(work, dataset_folder, fold, name)
+    if (out / EPOCH_LOG).exists():
+        (out / EPOCH_LOG).unlink()  # a kept work folder: only this run's epochs
+    times["train_and_predict"] = run_logged(
+        command(python, "train", str(trainer), str(dataset_id), name, str(fold), "-tr", TRAINER, "-device", "cpu"),
+        env, work / ("nnunet_train.log" if single else f"nnunet_train_{name}.log"))
+    rows = [json.loads(line) for line in (out / EPOCH_LOG).read_text().splitlines() if line.strip()]
+    forward = planned["transpose_forward"]
+    return {"wall_s": {k: wall for k, (wall, _) in times.items()},
+            "cpu_s": {k: cpu for k, (_, cpu) in times.items()}, "network": network_in_our_axes(config, forward),
+            "transpose_forward": forward, "epochs": rows, "predictions": str(out / "validation")}
 
 
 def run_nnunet_training(python: str | os.PathLike, work: Path, dataset_id: int, dataset_folder: str,
                         plan: dict, splits: list[dict], case_ids: Sequence[str], fold: int, epochs: int,
                         steps: int, val_steps: int, mirroring: bool, cores: int) -> dict:
-    """Plan (nnU-Net's fingerprint and 3d_fullres, not preprocessed), add our configuration and
-    split, preprocess that configuration, train fold `fold` on the CPU and predict its validation
-    cases (nnUNetv2_train does). The raw dataset must already be under work/nnUNet_raw.
-
-    Returns the wall and CPU time of each command, the configuration in our axes, the per-epoch rows of
-    the trainer and the folder of the validation predictions (the raw grid, {case}.nii.gz)."""
-    from unet.bench.nnunet_worker import command
-
-    bin_dir = Path(python).parent
-    env = nnunet_env(work, cores)
-    trainer = write_trainer(work / "nnunet_trainer", epochs, steps, val_steps, mirroring)
-    times = {"plan": run_logged([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "--no_pp",
-                                 "-npfp", str(cores)], env, work / "nnunet_plan.log")}
-    pre = work / "nnUNet_preprocessed" / dataset_folder
-    config = add_configuration(pre / "nnUNetPlans.json", plan)
-    write_splits(splits, case_ids, pre / "splits_final.json")
-    times["preprocess"] = run_logged([str(bin_dir / "nnUNetv2_preprocess"), "-d", str(dataset_id), "-c",
-                                      CONFIGURATION, "-np", str(cores)], env, work / "nnunet_preprocess.log")
-    out = results_folder(work, dataset_folder, fold)
-    if (out / EPOCH_LOG).exists():
-        (out / EPOCH_LOG).unlink()  # a kept work folder: only this run's epochs
-    times["train_and_predict"] = run_logged(
-        command(python, "train", str(trainer), str(dataset_id), CONFIGURATION, str(fold), "-tr", TRAINER,
-                "-device", "cpu"), env, work / "nnunet_train.log")
-    forward = json.loads((pre / "nnUNetPlans.json").read_text())["transpose_forward"]
-    rows = [json.loads(line) for line in (out / EPOCH_LOG).read_text().splitlines() if line.strip()]
-    return {"wall_s": {k: wall for k, (wall, _) in times.items()},
-            "cpu_s": {k: cpu for k, (_, cpu) in times.items()}, "network": network_in_our_axes(config, forward), "transpose_forward": forward,
-            "epochs": rows, "predictions": str(out / "validation")}
+    """`plan_nnunet`, then `run_nnunet_configuration` of our `plan`."""
+    planned = plan_nnunet(python, work, dataset_id, dataset_folder, splits, case_ids, cores)
+    return run_nnunet_configuration(python, work, dataset_id, dataset_folder, planned, plan, fold, epochs, steps,
+                                    val_steps, mirroring, cores)
