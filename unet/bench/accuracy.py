@@ -6,18 +6,25 @@ evaluation on the raw grid.
   disk), two channels, an organ, a thin winding vessel and small lesions (strong class imbalance),
   distractors that only both channels tell apart;
 - ours: the workflow itself (Snakemake, the given Snakefile, a config in the work folder with the
-  plan overrides, epochs and steps), up to fold 0's validation predictions;
-- nnU-Net (`unet.bench.nnunet_train`): its own fingerprint and plans, plus a configuration with
-  our plan's spacing, patch, batch, filters, strides and kernels; our splits.json as its
-  splits_final.json; its default trainer limited to our epochs x steps; `nnUNetv2_train -device
-  cpu`, which also predicts the fold's validation cases on the raw grid;
-- scoring: `unet.evaluation.evaluate.evaluate_folder` on both prediction folders.
+  plan overrides, epochs and steps, and the configurations listed), up to fold 0's validation
+  predictions of each configuration;
+- nnU-Net (`unet.bench.nnunet_train`): its own fingerprint and plans, plus for each configuration
+  one with our plan's spacing, patch, batch, filters, strides and kernels (3d_fullres as
+  `3d_bench`, 2d as `2d_bench`, each copied from its own configuration of that kind); our
+  splits.json as its splits_final.json; its default trainer limited to our epochs x steps;
+  `nnUNetv2_train -device cpu`, which also predicts the fold's validation cases on the raw grid;
+- scoring and the report (`unet.bench.accuracy_report`): `unet.evaluation.evaluate.evaluate_folder`
+  on both prediction folders.
+
+`--configurations 3d_fullres 2d` trains both configurations, each on both sides (the default is
+3d_fullres alone); each configuration's two sides run back to back.
 
 Goal: per label, our mean Dice >= nnU-Net's - 0.01, with less time in training steps (the median
 epoch's: the two sides run one after the other, and on a shared machine the median is the figure
 least moved by another job's burst).
 
     python -m unet.bench.accuracy --nnunet-venv .bench/nnunet-venv --snakefile Snakefile --out accuracy.json
+    python -m unet.bench.accuracy --nnunet-venv .bench/nnunet-venv --snakefile Snakefile --configurations 3d_fullres 2d
 
 Only the standard library is imported at module level.
 """
