@@ -64,18 +64,22 @@ def shards_name(configuration):
 
 def configurations():
     """The configurations to train, in CONFIGURATIONS order: config `configurations` (a list), or
-    with `auto` every one plans.json holds (the plan is a checkpoint: read once it exists)."""
+    with `auto` every one plans.json holds (checkpoint `planned_configurations`)."""
     chosen = config.get("configurations", "auto")
     if chosen != "auto":
         return [c for c in CONFIGURATIONS if c in chosen]
     until = set(getattr(workflow.dag_settings, "until", ()) or ())
-    if until - BEFORE_CASE_LIST and not Path(res("plans.json")).is_file():
-        raise WorkflowError(
-            f"--until {' '.join(sorted(until))} with `configurations: auto`: the configurations are "
-            f"known only once {res('plans.json')} exists. Run `snakemake --cores 1 plan` first, or "
-            f"list the configurations in config.yaml.")
-    with open(checkpoints.plan.get().output[0]) as plans:
-        return list(configuration_names(json.load(plans)))
+    if until - BEFORE_CASE_LIST:
+        # `--until` misses the jobs a checkpoint adds (snakemake/snakemake#2824): read the plan.
+        if not Path(res("plans.json")).is_file():
+            raise WorkflowError(
+                f"--until {' '.join(sorted(until))} with `configurations: auto`: the configurations are "
+                f"known only once {res('plans.json')} exists. Run `snakemake --cores 1 plan` first, or "
+                f"list the configurations in config.yaml.")
+        with open(res("plans.json")) as plans:
+            return list(configuration_names(json.load(plans)))
+    with open(checkpoints.planned_configurations.get().output[0]) as planned:
+        return json.load(planned)
 
 
 def trained_configurations():

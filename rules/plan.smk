@@ -1,7 +1,6 @@
-# A checkpoint: with `configurations: auto` the configurations it plans decide the jobs.
 
 
-checkpoint plan:
+rule plan:
     input:
         res("fingerprint.json"),
     output:
@@ -13,3 +12,18 @@ checkpoint plan:
     localrule: True
     script:
         "../workflow_scripts/plan.py"
+
+
+# `configurations: auto` trains what plans.json holds, known once it is written: this checkpoint
+# lists it (configurations.json). Only `auto` asks for it: a checkpoint in the DAG makes `--until`
+# miss the jobs after it (snakemake/snakemake#2824), so `plan` itself is a plain rule.
+checkpoint planned_configurations:
+    input:
+        res("plans.json"),
+    output:
+        res("configurations.json"),
+    log:
+        log_file("planned_configurations.log"),
+    localrule: True
+    script:
+        "../workflow_scripts/planned_configurations.py"

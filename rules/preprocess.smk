@@ -19,7 +19,7 @@ rule preprocess:
     log:
         log_file("preprocess", "{preprocessed}", "{case}.log"),
     benchmark:
-        res("benchmarks", "{preprocessed}", "{case}.tsv")
+        res("benchmarks", "preprocess", "{preprocessed}", "{case}.tsv")
     threads: 1
     group:
         "preprocess"  # on a cluster, cases share SLURM jobs (group-components in profiles/slurm)

@@ -89,9 +89,9 @@ def children_cpu() -> float:
 
 def job_seconds(results: Path, rule: str) -> list[float]:
     """Wall time (s) of each job of `rule`, from the TSVs its `benchmark:` directive wrote under
-    results/benchmarks/ (one per case in {rule}/, else {rule}.tsv)."""
+    results/benchmarks/ (one per job under {rule}/, e.g. preprocess/{data}/{case}.tsv, else {rule}.tsv)."""
     folder = Path(results) / "benchmarks"
-    files = sorted((folder / rule).glob("*.tsv")) if (folder / rule).is_dir() else [folder / f"{rule}.tsv"]
+    files = sorted((folder / rule).rglob("*.tsv")) if (folder / rule).is_dir() else [folder / f"{rule}.tsv"]
     seconds = []
     for path in files:
         with open(path, newline="") as f:
