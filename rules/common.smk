@@ -110,19 +110,15 @@ def candidate_dir(name):
     return res(name) if "+" not in name else res("ensembles", name)
 
 
-@functools.cache
-def _selected_once(path):
-    with open(path) as best:
-        return json.load(best)["best"]["name"]
-
-
 def selected():
     """The candidate whose predictions the test set gets: the only configuration, or the one (or
-    pair) best_configuration.json names (a checkpoint: the choice is known once it is made)."""
+    pair) best_configuration.json names (a checkpoint: the choice is known once it is made; read
+    each time, as a rerun of the choice rewrites it)."""
     chosen = configurations()
     if len(chosen) == 1:
         return chosen[0]
-    return _selected_once(checkpoints.select_configuration.get().output[0])
+    with open(checkpoints.select_configuration.get().output[0]) as best:
+        return json.load(best)["best"]["name"]
 
 
 # The rules `--until` can stop at while the case list is still unknown: their jobs need none.
