@@ -62,6 +62,21 @@ def shards_name(configuration):
     return f"shards_{configuration}" if configuration in (LOWRES, CASCADE) else "shards"
 
 
+# The configurations that own a data folder, the owner first where several share one (2d and the
+# cascade read 3d_fullres' preprocessed cases): the plan a folder is written with.
+DATA_OWNERS = (FULLRES, LOWRES, CASCADE)
+
+
+def data_names(naming):
+    """Every folder name `naming` (preprocessed_name, shards_name) gives, as a wildcard pattern."""
+    return "|".join(sorted({naming(c) for c in DATA_OWNERS}))
+
+
+def data_configuration(name, naming):
+    """The configuration whose plan writes the folder `name` of `naming`."""
+    return next(c for c in DATA_OWNERS if naming(c) == name)
+
+
 def configurations():
     """The configurations to train, in CONFIGURATIONS order: config `configurations` (a list), or
     with `auto` every one plans.json holds (checkpoint `planned_configurations`)."""

@@ -12,10 +12,10 @@ rule preprocess:
         fg=res("{preprocessed}", "{case}_fg.npy"),
         geometry=res("{preprocessed}", "{case}.json"),
     wildcard_constraints:
-        preprocessed="preprocessed|preprocessed_3d_lowres",
+        preprocessed=data_names(preprocessed_name),
     params:
         data_dir=str(DATA_DIR),
-        configuration=lambda wildcards: LOWRES if wildcards.preprocessed.endswith(LOWRES) else FULLRES,
+        configuration=lambda wildcards: data_configuration(wildcards.preprocessed, preprocessed_name),
     log:
         log_file("preprocess", "{preprocessed}", "{case}.log"),
     benchmark:

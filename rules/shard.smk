@@ -21,7 +21,7 @@ rule split:
 
 
 def shard_inputs(wildcards):
-    configuration = {"shards": FULLRES}.get(wildcards.shards, wildcards.shards.removeprefix("shards_"))
+    configuration = data_configuration(wildcards.shards, shards_name)
     inputs = preprocessed_files(preprocessed_name(configuration))
     if configuration == CASCADE:
         inputs["previous"] = res(CASCADE, "previous")
@@ -35,7 +35,7 @@ rule shard:
     output:
         shards=directory(res("{shards}")),
     wildcard_constraints:
-        shards=f"shards|shards_{LOWRES}|shards_{CASCADE}",
+        shards=data_names(shards_name),
     params:
         case_ids=training_case_ids,
     log:
