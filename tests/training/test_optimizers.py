@@ -18,7 +18,7 @@ def _learning_rate(optimizer) -> float:
 def test_each_recipe_builds_its_optimizer():
     ours = make_optimizer(TrainSettings(recipe="ours"))
     assert isinstance(ours, L2Adam) and isinstance(ours, keras.optimizers.Adam)
-    assert _learning_rate(ours) == pytest.approx(1e-3) and ours.l2 == 0.0
+    assert _learning_rate(ours) == pytest.approx(3e-3) and ours.l2 == 0.0
 
     nnunet = make_optimizer(TrainSettings(recipe="nnunet"))
     assert isinstance(nnunet, L2SGD) and isinstance(nnunet, keras.optimizers.SGD)

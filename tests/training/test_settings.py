@@ -16,9 +16,9 @@ def test_from_config_unknown_key_is_named():
 
 def test_each_recipe_fills_the_keys_left_out():
     ours, nnunet, nvidia = (TrainSettings.from_config({"recipe": name}) for name in ("ours", "nnunet", "nvidia"))
-    assert TrainSettings() == ours  # the default recipe: the behaviour before recipes existed
+    assert TrainSettings() == ours  # the default recipe
     assert (ours.optimizer, ours.learning_rate, ours.scheduler, ours.weight_decay, ours.grad_clip) == \
-        ("adam", 1e-3, "poly", 0.0, 0.0)
+        ("adam", 3e-3, "poly", 0.0, 0.0)
     assert (nnunet.optimizer, nnunet.learning_rate, nnunet.scheduler, nnunet.momentum, nnunet.weight_decay,
             nnunet.grad_clip) == ("sgd", 0.01, "poly", 0.99, 3e-5, 12.0)
     assert (nvidia.optimizer, nvidia.learning_rate, nvidia.scheduler, nvidia.weight_decay, nvidia.grad_clip) == \
@@ -35,8 +35,10 @@ def test_keys_the_user_sets_win_over_the_recipe():
     adam = TrainSettings.from_config({"recipe": "nnunet", "optimizer": "adam"})
     assert (adam.optimizer, adam.learning_rate, adam.weight_decay, adam.grad_clip, adam.momentum) == \
         ("adam", 0.01, 3e-5, 12.0, None)
-    # `ours` keeps what each optimizer had before: AdamW its weight decay, SGD momentum 0.99 and none.
-    assert TrainSettings(optimizer="adamw").weight_decay == 3e-5
+    # `ours` keeps what the other optimizers had before: AdamW rate 1e-3 and its weight decay, SGD
+    # rate 1e-3, momentum 0.99 and no weight decay.
+    adamw = TrainSettings(optimizer="adamw")
+    assert (adamw.learning_rate, adamw.weight_decay) == (1e-3, 3e-5)
     sgd = TrainSettings(optimizer="sgd", momentum=0.9)
     assert (sgd.momentum, sgd.weight_decay, sgd.learning_rate) == (0.9, 0.0, 1e-3)
 
