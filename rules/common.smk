@@ -13,6 +13,7 @@ from unet.io.datasets import known_case_ids
 from unet.io.msd import DatasetError
 from unet.preprocessing.plan import CONFIGURATIONS, FULLRES, configuration_names
 from unet.training.pretrained import initial_weights
+from unet.training.settings import resolved_recipe
 
 TASK = config["task"]
 DATA_DIR = Path(config["data_dir"]) / TASK

@@ -3,7 +3,9 @@
 # 3d_lowres segmentation of each case. `train.init_weights` is a param and its model file an
 # input: a changed path or file retrains. Execution settings (`resume`, `distribution`, `xla`,
 # `deterministic`: unet.config.EXECUTION_SETTINGS) are read from config, not params: switching one
-# must not make Snakemake consider a finished fold out of date.
+# must not make Snakemake consider a finished fold out of date. The recipe is resolved into the
+# keys it fills (unet.training.settings.resolved_recipe): `learning_rate: 0.003` under `ours`
+# changes nothing, a new default of the recipe retrains.
 
 
 rule train:
@@ -28,7 +30,7 @@ rule train:
     wildcard_constraints:
         fold=rf"\d+|{ALL}",
     params:
-        train=result_settings(config, "train"),
+        train=resolved_recipe(result_settings(config, "train")),
     log:
         log_file("train", "{configuration}", "fold_{fold}.log"),
     threads: workflow.cores

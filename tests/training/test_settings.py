@@ -1,6 +1,6 @@
 import pytest
 
-from unet.training.settings import TrainSettings
+from unet.training.settings import TrainSettings, resolved_recipe
 
 
 def test_from_config():
@@ -59,3 +59,16 @@ def test_recipe_errors_name_the_key():
         TrainSettings.from_config({"recipe": "nvidia", "momentum": 0.9})
     with pytest.raises(ValueError, match="train.optimizer"):
         TrainSettings(optimizer="rmsprop")
+
+
+def test_the_recipe_resolved_is_what_the_section_means():
+    """A rule's params (rules/train.smk): sections that train the same model give the same params."""
+    implicit = resolved_recipe({"epochs": 3})
+    spelled_out = resolved_recipe({"epochs": 3, "recipe": "ours", "optimizer": "adam", "learning_rate": 3e-3})
+    assert implicit == spelled_out == {"epochs": 3, "optimizer": "adam", "learning_rate": 3e-3, "scheduler": "poly",
+                                       "momentum": None, "weight_decay": 0.0, "grad_clip": 0.0}
+    # Another recipe, or one of its keys changed, is another model.
+    assert resolved_recipe({"epochs": 3, "recipe": "nnunet"})["learning_rate"] == 0.01
+    assert resolved_recipe({"epochs": 3, "learning_rate": 1e-3}) != implicit
+    with pytest.raises(ValueError, match="unknown recipe"):
+        resolved_recipe({"recipe": "fast"})

@@ -231,6 +231,14 @@ def test_changing_learning_rate_reruns_training_onward_not_preprocessing(finishe
     assert jobs["train"] == 2
 
 
+def test_spelling_out_the_recipes_own_values_reruns_nothing(finished_run):
+    """The params carry the recipe resolved (unet.training.settings.resolved_recipe)."""
+    tmp, _ = finished_run
+    config = _write_config(tmp, "recipe.yaml", train__recipe="ours", train__optimizer="adam",
+                           train__learning_rate=0.003)
+    assert planned_jobs(snakemake(tmp, config, "--dry-run")) == {}
+
+
 def test_resume_switch_does_not_invalidate_finished_folds(finished_run):
     tmp, _ = finished_run
     config = _write_config(tmp, "resume.yaml", train__resume=True)

@@ -95,3 +95,13 @@ class TrainSettings:
     @classmethod
     def from_config(cls, section: dict) -> "TrainSettings":
         return settings_from(cls, section, "train")
+
+
+def resolved_recipe(section: dict) -> dict:
+    """A `train:` section with its recipe resolved: the six keys it fills (RECIPE_KEYS) set to their
+    values and `recipe` itself left out. As a rule's params this says what the section means for the
+    model, so that spelling out a value the recipe gives anyway reruns nothing, and a new recipe
+    default reruns what it changes."""
+    settings = TrainSettings.from_config(section)
+    rest = {key: value for key, value in section.items() if key != "recipe" and key not in RECIPE_KEYS}
+    return {**rest, **{key: getattr(settings, key) for key in RECIPE_KEYS}}
