@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet.inference.restore import restore_labels, restore_probabilities
+from unet.inference.restore import (logits_to_probabilities, probabilities_to_cropped, probabilities_to_logits,
+                                   restore_labels, restore_probabilities)
 from unet.io.atomic import load_npy
 from unet.io.images import load_label
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.preprocess import preprocess_arrays
+from unet.preprocessing.resampling import resample_channels
+from unet.io.orientation import Reorientation
 
 
 def _onehot(seg, num_classes):
@@ -107,3 +110,44 @@ def test_argmax_of_restored_probabilities_is_the_restored_label_map(preprocessed
     assert restored.min() >= 0
     labels = restore_labels(probs, geometry, plan.label_values)
     np.testing.assert_array_equal(np.asarray(plan.label_values)[restored.argmax(0)], labels)
+
+
+def _geometry(resampled_shape, cropped_shape, spacing=(1.0, 1.0, 1.0), target_spacing=(1.0, 1.0, 1.0)):
+    """A case whose crop box is the whole (RAS) volume: only the resampling is left to undo."""
+    return CaseGeometry(case="thin", raw_shape=tuple(cropped_shape), raw_affine=np.eye(4),
+                        reorientation=Reorientation.from_affine(np.eye(4)), canonical_shape=tuple(cropped_shape),
+                        spacing=spacing, crop_box=tuple((0, n) for n in cropped_shape),
+                        target_spacing=target_spacing, resampled_shape=tuple(resampled_shape))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_logits_and_probabilities_are_inverses(regions):
+    logits = np.random.default_rng(1).normal(scale=6.0, size=(5, 4, 3, 3)).astype(np.float32)
+    probs = 1 / (1 + np.exp(-logits)) if regions else _softmax(logits)
+    back = logits_to_probabilities(probabilities_to_logits(probs, regions), regions)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, probs, rtol=1e-4, atol=1e-6)
+    # Certain probabilities (0 and 1 in float32) stay finite and certain.
+    certain = np.eye(3, dtype=np.float32)[[0, 1, 2]]
+    assert np.isfinite(probabilities_to_logits(certain, regions)).all()
+    np.testing.assert_allclose(logits_to_probabilities(probabilities_to_logits(certain, regions), regions),
+                               certain, atol=1e-6)
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_probabilities_are_resampled_through_their_logits(regions):
+    # nnU-Net's export: the network's logits are interpolated, then the softmax (sigmoid) applied.
+    rng = np.random.default_rng(2)
+    geometry = _geometry((6, 5, 4), (11, 9, 4), spacing=(0.5, 0.5, 1.0))
+    logits = rng.normal(scale=4.0, size=(6, 5, 4, 3)).astype(np.float32)
+    probs = (1 / (1 + np.exp(-logits)) if regions else _softmax(logits)).astype(np.float32)
+    expected = resample_channels(logits, (11, 9, 4), order=1)
+    expected = 1 / (1 + np.exp(-expected)) if regions else _softmax(expected)
+    # float32 sigmoid probabilities near 1 hold their log-odds to about 1e-4.
+    np.testing.assert_allclose(probabilities_to_cropped(probs, geometry, regions), expected, atol=1e-4)
+

@@ -207,7 +207,7 @@ def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases
         probs = predict_case(predictor, image, patch_size, settings, slice_axis)
         if settings.background_outside_mask:
             probs = background_outside(probs, image[..., :settings.image_channels], regions is not None)
-        cropped = probabilities_to_cropped(probs, geometry)
+        cropped = probabilities_to_cropped(probs, geometry, regions=regions is not None)
         if settings.save_probabilities:
             save_probabilities(Path(out_dir) / f"{cid}.npz",
                                probabilities_from_cropped(cropped, geometry, regions=regions is not None),
