@@ -9,10 +9,10 @@ from unet.inference.restore import (logits_to_probabilities, probabilities_to_cr
                                    restore_labels, restore_probabilities)
 from unet.io.atomic import load_npy
 from unet.io.images import load_label
+from unet.io.orientation import Reorientation
 from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.preprocess import preprocess_arrays
 from unet.preprocessing.resampling import resample_channels
-from unet.io.orientation import Reorientation
 
 
 def _onehot(seg, num_classes):

@@ -6,11 +6,11 @@ linearly (nearest along the coarse axis of anisotropic data), then the softmax o
 applied again. Interpolated probabilities blur a thin structure into its neighbours, and the
 argmax then takes its edge voxels away: on the accuracy benchmark's 1-2-voxel vessel the same
 network scored 0.902 Dice that way and 0.926 through the logits (docs/benchmarks.md). The result
-is pasted into the canonical volume (background elsewhere), and the raw voxel order is restored. For the label map the argmax is
-taken on the cropped grid, before pasting, and class indices become the dataset's label values;
-the argmax of the restored probabilities is the same map, since pasting and reorienting only move
-voxels. Region outputs (sigmoid per region) are painted into label values the same way, on the
-cropped grid (`unet.inference.regions`).
+is pasted into the canonical volume (background elsewhere), and the raw voxel order is restored.
+For the label map the argmax is taken on the cropped grid, before pasting, and class indices
+become the dataset's label values; the argmax of the restored probabilities is the same map,
+since pasting and reorienting only move voxels. Region outputs (sigmoid per region) are painted
+into label values the same way, on the cropped grid (`unet.inference.regions`).
 """
 
 from __future__ import annotations
