@@ -38,6 +38,7 @@ LIGHT_MODULES = [
     "unet.io.demo",
     "unet.data.splits",
     "unet.inference.sliding_window",
+    "unet.inference.probabilities",
     "unet.inference.restore",
     "unet.inference.predict",
     "unet.inference.postprocess",

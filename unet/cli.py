@@ -73,6 +73,23 @@ def _fold(text: str) -> int | str:
     return value
 
 
+def _configuration_or_pair(text: str) -> str:
+    """A configuration, or a pair ensemble's two joined by +."""
+    if "+" not in text:
+        if text not in CONFIGURATIONS:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(CONFIGURATIONS)}, or two of them "
+                                             f"joined by + (a pair ensemble), got {text!r}")
+        return text
+    from unet.inference.errors import InputError
+    from unet.inference.model_folder import split_pair
+
+    try:
+        split_pair(text, "--configuration")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 _CONFIGURATION_HELP = ("which of the run's configurations (default: the one best_configuration.json "
                        "selects, else the only one trained); with an archive, the one it must hold")
 
@@ -100,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="results folder of a run (plans.json, {configuration}/fold_{k}/model.keras "
                               "and model.json), one configuration's folder of it, or a model archive "
                               "(model.zip, or the folder it unpacks to)")
-    predict.add_argument("--configuration", choices=CONFIGURATIONS, help=_CONFIGURATION_HELP)
+    predict.add_argument("--configuration", type=_configuration_or_pair, metavar="C",
+                         help=f"{_CONFIGURATION_HELP}; one of {', '.join(CONFIGURATIONS)}, or two joined by + "
+                              f"(e.g. 2d+3d_fullres) for their pair ensemble, from a run's results folder: "
+                              f"the two configurations' probabilities averaged, then the pair's "
+                              f"ensembles/{{a}}+{{b}}/postprocessing.json")
     predict.add_argument("--folds", nargs="+", type=_fold, metavar="K",
                          help="folds to ensemble, numbers or all (default: every fold with a model)")
     predict.add_argument("--checkpoint", choices=("final", "best"),

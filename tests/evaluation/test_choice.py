@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from unet.evaluation.choice import selection_table, write_ensemble, write_selection_html
-from unet.inference.predict import save_probabilities
+from unet.inference.probabilities import save_probabilities
 from unet.io.images import load_label
 from unet.io.nifti import save_nifti
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from unet.evaluation.selection import Probabilities, candidates, ensemble_labels, find_best_configuration
-from unet.inference.predict import save_probabilities
+from unet.evaluation.selection import candidates, find_best_configuration
+from unet.inference.probabilities import Probabilities, ensemble_labels, save_probabilities
 from unet.io.nifti import save_nifti
 
 LABELS = {0: "background", 1: "organ"}

@@ -20,7 +20,7 @@ import pytest
 from unet.cli import main
 from unet.inference.archive import export_archive
 from unet.inference.errors import InputError
-from unet.inference.model_folder import open_model_folder
+from unet.inference.model_folder import open_model_folder, pair_folder, pair_to_predict
 from unet.inference.postprocess import apply_postprocessing
 from unet.inference.predict import PredictSettings
 from unet.inference.standalone import predict_folder
@@ -143,6 +143,38 @@ def test_configuration_chooses_the_other_networks(run, images, fullres_predictio
         predict_folder(images, tmp_path / "x", archive, configuration="3d_fullres")
 
 
+def test_a_pair_ensemble_averages_its_configurations_and_applies_its_postprocessing(
+        run, images, fullres_predictions, tmp_path, capsys):
+    root = tmp_path / "demo"
+    shutil.copytree(run, root)
+    write_json(root / "ensembles" / "2d+3d_fullres" / "postprocessing.json", KEEP_LARGEST)
+    two_d = _outputs_of(predict_folder(images, tmp_path / "2d", root, settings=SETTINGS, configuration="2d"))
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["predict", "-i", str(images), "-o", str(out), "-m", str(root), "--configuration", "2d+3d_fullres",
+                 "--overlap", "0.25", "--save-probabilities"]) == 0
+    printed = capsys.readouterr().out
+    assert f"pair ensemble 2d+3d_fullres (as asked): {root / '2d'}, {root / '3d_fullres'}" in printed
+    assert "postprocessing (postprocessing.json): 1 step(s): keep_largest_component [1, 2, 3]" in printed
+    values = np.asarray([0, 1, 2, 3])
+    found = _outputs(out)
+    for name, (labels, probabilities) in found.items():
+        mean = (two_d[name][1] + fullres_predictions[1][name][1]) / 2
+        np.testing.assert_allclose(probabilities, mean, atol=1e-6)
+        averaged = values[np.argmax(mean, axis=0)]
+        assert (averaged != values[np.argmax(fullres_predictions[1][name][1], axis=0)]).any()  # not one member's
+        assert (apply_postprocessing(averaged, KEEP_LARGEST) != averaged).any()   # the pair's postprocessing ran
+        np.testing.assert_array_equal(labels, apply_postprocessing(averaged, KEEP_LARGEST))
+    assert sorted(p.name for p in out.iterdir()) == sorted([*found, *(n.replace(".nii.gz", ".npz") for n in found)])
+    # The same pair when best_configuration.json selects it, without --configuration.
+    write_json(root / "best_configuration.json", _selection(["2d", "3d_fullres"]))
+    again = _outputs_of(predict_folder(images, tmp_path / "selected", root, settings=SETTINGS))
+    assert "pair ensemble 2d+3d_fullres (selected in best_configuration.json)" in capsys.readouterr().out
+    for name, (labels, probabilities) in again.items():
+        np.testing.assert_array_equal(labels, found[name][0])
+        np.testing.assert_array_equal(probabilities, found[name][1])
+
+
 # -- choosing, and the errors: nothing is loaded -----------------------------------------------
 
 @pytest.fixture
@@ -196,10 +228,14 @@ def test_best_configuration_json_chooses_between_several(layout):
     source, models = _opened(root)
     assert source.folder == root / "2d" and models.plan.configuration == "2d" and models.plan.slice_axis == 2
     assert _opened(root, configuration="3d_fullres")[1].plan.configuration == "3d_fullres"  # the flag wins
+    assert pair_to_predict(root) is None
     write_json(root / "best_configuration.json", _selection(["2d", "3d_fullres"]))
+    # A selected pair predicts as a pair (predict_folder), and exports one configuration at a time.
+    assert pair_to_predict(root) == (root, ("2d", "3d_fullres"), "selected in best_configuration.json")
+    assert pair_to_predict(root, configuration="2d") is None
     assert _refused(root) == (
-        f"{root / 'best_configuration.json'}: the selected model is the ensemble 2d+3d_fullres; predicting a "
-        f"pair ensemble from the CLI is not supported yet; choose --configuration 2d or 3d_fullres")
+        f"{root / 'best_configuration.json'}: the selected model is the ensemble 2d+3d_fullres; an archive "
+        f"holds one configuration; choose --configuration 2d or 3d_fullres")
     write_json(root / "best_configuration.json", _selection(["3d_lowres"]))
     assert _refused(root) == (
         f"{root / 'best_configuration.json'}: selects 3d_lowres, but {root / '3d_lowres'} has no trained models "
@@ -232,13 +268,24 @@ def test_a_configurations_folder_is_that_configuration(layout):
         f"{root / '3d_fullres'}, the 3d_fullres models' folder; move it to {root / '2d'}")
 
 
-def test_an_ensembles_folder_holds_no_models(layout):
+def test_an_ensembles_folder_is_that_pair(layout):
     root = layout({"2d": (0,), "3d_fullres": (0,)})
-    (root / "ensembles" / "2d+3d_fullres").mkdir(parents=True)
-    assert _refused(root / "ensembles" / "2d+3d_fullres") == (
-        f"{root / 'ensembles' / '2d+3d_fullres'}: a pair ensemble's folder holds no models; predicting a pair "
-        f"ensemble from the CLI is not supported yet; give the run's folder {root} and choose --configuration "
-        f"2d or 3d_fullres")
+    pair = root / "ensembles" / "2d+3d_fullres"
+    pair.mkdir(parents=True)
+    assert pair_to_predict(pair) == (root, ("2d", "3d_fullres"), "the pair's folder")
+    assert pair_to_predict(root, configuration="3d_fullres+2d") == (root, ("3d_fullres", "2d"), "as asked")
+    assert pair_folder(root, ("3d_fullres", "2d")) == pair   # the workflow's folder, in either order
+    with pytest.raises(InputError, match=r"2d\+3d_fullres: the folder of the pair 2d\+3d_fullres, not 2d; give"):
+        pair_to_predict(pair, configuration="2d")
+    with pytest.raises(InputError, match=r"'2d\+2d' is not a pair ensemble: expected two different configurations"):
+        pair_to_predict(root, configuration="2d+2d")
+    older = root.parent / "older"   # one configuration's folder: no pair
+    shutil.copytree(root / "2d", older)
+    with pytest.raises(InputError, match=r"older: a pair ensemble \(2d\+3d_fullres\) predicts from a run's results"):
+        pair_to_predict(older, configuration="2d+3d_fullres")
+    assert _refused(pair) == (   # export: one configuration
+        f"{pair}: a pair ensemble's folder holds no models; an archive holds one configuration; give the run's "
+        f"folder {root} and choose --configuration 2d or 3d_fullres")
 
 
 def test_an_older_results_folder_is_checked_against_the_configuration_asked_for(layout):
@@ -280,10 +327,19 @@ def test_the_cli_passes_configuration_and_reports_errors_in_one_line(layout, ima
         assert err == (f"python -m unet {command[0]}: error: {root}: no trained 3d_lowres models "
                        f"({root / '3d_lowres'}/fold_*/model.keras; trained there: 2d, 3d_fullres); choose "
                        f"--configuration 2d or 3d_fullres\n")
-    with pytest.raises(SystemExit) as exit_:
-        main(["predict", "-i", str(images), "-o", str(tmp_path / "out"), "-m", str(root), "--configuration",
-              "2d+3d_fullres"])
-    assert exit_.value.code == 2 and "--configuration" in capsys.readouterr().err
+    # A pair: its members must be trained; export takes one configuration.
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "out"), "-m", str(root), "--configuration",
+                 "3d_fullres+3d_lowres"]) == 1
+    assert capsys.readouterr().err == (
+        f"python -m unet predict: error: {root}: no trained 3d_lowres models for the pair 3d_fullres+3d_lowres "
+        f"({root / '3d_lowres'}/fold_*/model.keras; trained there: 2d, 3d_fullres)\n")
+    for command, pair in (("predict", "2d+2d"), ("export", "2d+3d_fullres")):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "-i", str(images), "-o", str(tmp_path / "out"), "-m", str(root), "--configuration", pair]
+                 if command == "predict" else [command, "-o", str(tmp_path / "m.zip"), "-m", str(root),
+                                               "--configuration", pair])
+        assert exit_.value.code == 2 and "--configuration" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_2d_configuration_exports_its_runtime_checked_on_a_real_slice(run, tmp_path, capsys):

@@ -11,14 +11,15 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from unet.data.splits import load_fold
 from unet.evaluation.cv import cv_files
-from unet.evaluation.selection import ensemble_labels, find_best_configuration
+from unet.evaluation.selection import find_best_configuration
 from unet.inference.model_info import ModelInfo
+from unet.inference.postprocess import label_dtype
+from unet.inference.probabilities import ensemble_labels
 from unet.io.atomic import atomic_path
 from unet.io.images import image_path, load_label, save_image
 from unet.io.msd import load_dataset
@@ -41,9 +42,8 @@ def write_ensemble(folders: Sequence[str | os.PathLike], out_dir: str | os.PathL
     for case, path in tqdm(first.items(), desc="ensemble", unit="case"):
         labels = ensemble_labels([path, *(files[case] for files in others)])
         _, affine = load_label(image_path(folders[0], case, ending))
-        dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int16
         written.append(image_path(out_dir, case, ending))
-        save_image(written[-1], labels.astype(dtype), affine, ending=ending)
+        save_image(written[-1], labels.astype(label_dtype(labels)), affine, ending=ending)
     return written
 
 

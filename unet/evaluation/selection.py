@@ -2,7 +2,7 @@
 (`nnUNetv2_find_best_configuration`).
 
 Each configuration brings the probabilities of its cross-validation predictions: `{case}.npz`
-files as `unet.inference.predict.save_probabilities` writes them (with `predict.save_probabilities:
+files as `unet.inference.probabilities.save_probabilities` writes them (with `predict.save_probabilities:
 true`), in its folds' folders. Every configuration and every pair of configurations is scored on
 the same cases: a pair averages the two probability maps of a case before turning them into labels
 (argmax over the classes, or for region models the regions thresholded and painted in
@@ -28,7 +28,7 @@ import numpy as np
 
 from unet.evaluation.cv import by_class, case_dice, class_means, cv_files, foreground_mean, json_number, \
     scoring_classes
-from unet.inference.regions import labels_from_regions
+from unet.inference.probabilities import Probabilities, average
 from unet.io.atomic import write_json
 from unet.io.labels import ignore_value
 from unet.io.images import load_label
@@ -36,60 +36,9 @@ from unet.io.images import load_label
 Folders = str | os.PathLike | Sequence[str | os.PathLike]
 
 
-@dataclass(frozen=True)
-class Probabilities:
-    """One case's saved probabilities: (K, X, Y, Z) float32, the dataset's `label_values`, and for
-    a region model the `regions` ({name: label values}, channel k = the k-th region)."""
-
-    probabilities: np.ndarray
-    label_values: tuple[int, ...]
-    regions: dict[str, tuple[int, ...]] | None = None
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Probabilities":
-        with np.load(path, allow_pickle=False) as npz:
-            probs = np.asarray(npz["probabilities"], dtype=np.float32)
-            values = tuple(int(v) for v in npz["label_values"])
-            regions = None
-            if "region_names" in npz:
-                membership = np.asarray(npz["region_membership"], dtype=bool)
-                regions = {str(name): tuple(v for v, inside in zip(values, row) if inside)
-                           for name, row in zip(npz["region_names"], membership)}
-        expected = len(regions) if regions is not None else len(values)
-        if probs.shape[0] != expected:
-            raise ValueError(f"{path}: {probs.shape[0]} probability channels for "
-                             f"{'regions ' + str(list(regions)) if regions else 'label values ' + str(values)}")
-        return cls(probs, values, regions)
-
-    def labels(self) -> np.ndarray:
-        """The label map: argmax over the classes, or the regions painted (threshold 0.5)."""
-        if self.regions is not None:
-            return labels_from_regions(np.moveaxis(self.probabilities, 0, -1), self.regions)
-        return np.asarray(self.label_values)[np.argmax(self.probabilities, axis=0)]
-
-
-def average(members: Sequence[Probabilities]) -> Probabilities:
-    """The mean of the members' probabilities (same classes, same grid), as nnU-Net ensembles."""
-    first = members[0]
-    for other in members[1:]:
-        if other.label_values != first.label_values or other.regions != first.regions:
-            raise ValueError(f"cannot average probabilities of different classes: {first.label_values} "
-                             f"{first.regions} and {other.label_values} {other.regions}")
-        if other.probabilities.shape != first.probabilities.shape:
-            raise ValueError(f"cannot average probabilities of shapes {first.probabilities.shape} and "
-                             f"{other.probabilities.shape}")
-    total = np.sum([m.probabilities for m in members], axis=0, dtype=np.float32) / np.float32(len(members))
-    return Probabilities(total, first.label_values, first.regions)
-
-
 def _load_prediction(path: Path) -> "Probabilities | np.ndarray":
     """A case's saved probabilities ({case}.npz), or its label map."""
     return Probabilities.load(path) if path.name.endswith(".npz") else load_label(path)[0]
-
-
-def ensemble_labels(files: Sequence[str | os.PathLike]) -> np.ndarray:
-    """The label map of one case from the averaged probabilities of `files` ({case}.npz)."""
-    return average([Probabilities.load(f) for f in files]).labels()
 
 
 @dataclass(frozen=True)

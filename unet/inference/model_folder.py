@@ -12,6 +12,10 @@ networks and postprocessing.json that predict together. It accepts:
     an older results folder         plans.json and fold_{k}/ side by side (one configuration)
     a model archive                 zipped or unpacked (`unet.inference.unpack`): one configuration
 
+A pair ensemble (`predict --configuration a+b`, a pair's folder `{results}/{task}/ensembles/a+b`,
+or best_configuration.json selecting a pair) predicts from a run's results folder: `pair_to_predict`
+names its two configurations, each opened as above. An archive holds one configuration.
+
 Each fold's model.json names the configuration it was trained on; a fold in another
 configuration's folder, or models of another configuration than the one asked for, stop with an
 InputError. Every error names the folder, what it holds and the flag to choose with. No TensorFlow
@@ -37,7 +41,7 @@ from unet.preprocessing.plan import CONFIGURATIONS
 PLANS = "plans.json"
 BEST_CONFIGURATION = "best_configuration.json"   # unet.evaluation.selection writes it
 ENSEMBLES = "ensembles"                          # {results}/{task}/ensembles/{a}+{b}: no models of their own
-ENSEMBLE_UNSUPPORTED = "predicting a pair ensemble from the CLI is not supported yet"
+ONE_CONFIGURATION = "an archive holds one configuration"
 _FOLD_DIR = re.compile(r"fold_(\d+|all)")
 
 
@@ -137,7 +141,7 @@ def choose_configuration(root: Path, checkpoint: str, configuration: str | None 
     if best.is_file():
         winner = selected_configurations(best)
         if len(winner) > 1:
-            raise InputError(f"{best}: the selected model is the ensemble {'+'.join(winner)}; {ENSEMBLE_UNSUPPORTED}; "
+            raise InputError(f"{best}: the selected model is the ensemble {'+'.join(winner)}; {ONE_CONFIGURATION}; "
                              f"choose --configuration {either(winner)}")
         if winner[0] not in trained:
             raise InputError(f"{best}: selects {winner[0]}, but {root / winner[0]} has no trained models "
@@ -180,7 +184,7 @@ def open_model_folder(path: str | os.PathLike, stack: contextlib.ExitStack, chec
     checkpoint = checkpoint or "final"
     if path.parent.name == ENSEMBLES and (path.parent.parent / PLANS).is_file():
         members = path.name.split("+")
-        raise InputError(f"{path}: a pair ensemble's folder holds no models; {ENSEMBLE_UNSUPPORTED}; give the run's "
+        raise InputError(f"{path}: a pair ensemble's folder holds no models; {ONE_CONFIGURATION}; give the run's "
                          f"folder {path.parent.parent} and choose --configuration {either(members)}")
     if path.name in CONFIGURATIONS and not (path / PLANS).is_file() and (path.parent / PLANS).is_file():
         if configuration not in (None, path.name):
@@ -192,3 +196,54 @@ def open_model_folder(path: str | os.PathLike, stack: contextlib.ExitStack, chec
     chosen, why = choose_configuration(path, checkpoint, configuration)
     return ModelFolder(path, path / chosen, path / PLANS, None, checkpoint, chosen, why,
                        trained_configurations(path, checkpoint))
+
+
+def split_pair(name: str, where: str | os.PathLike) -> tuple[str, str]:
+    """The two configurations of a pair ensemble's name `a+b`; InputError naming `where` otherwise."""
+    members = tuple(name.split("+"))
+    if len(members) != 2 or len(set(members)) != 2 or any(m not in CONFIGURATIONS for m in members):
+        raise InputError(f"{where}: {name!r} is not a pair ensemble: expected two different configurations "
+                         f"joined by +, each one of {', '.join(CONFIGURATIONS)}")
+    return members
+
+
+def pair_to_predict(path: str | os.PathLike, configuration: str | None = None,
+                    checkpoint: str | None = None) -> tuple[Path, tuple[str, str], str] | None:
+    """(the run's results folder, the pair's two configurations, why) when `path` with
+    `configuration` names a pair ensemble: `configuration` `a+b` with a run's results folder, a
+    pair's folder `ensembles/a+b`, or, with no `configuration`, a results folder whose
+    best_configuration.json selects a pair. None when they name one configuration. Both members
+    must have trained models (`checkpoint`, default final)."""
+    path = Path(path)
+    if path.parent.name == ENSEMBLES and (path.parent.parent / PLANS).is_file():
+        root, members, why = path.parent.parent, split_pair(path.name, path), "the pair's folder"
+        if configuration not in (None, path.name):
+            raise InputError(f"{path}: the folder of the pair {path.name}, not {configuration}; give the run's folder "
+                             f"{root} with --configuration {configuration}, or drop --configuration")
+    elif configuration is not None and "+" in configuration:
+        root, members, why = path, split_pair(configuration, "--configuration"), "as asked"
+        if not _has_configuration_folders(path):
+            raise InputError(f"{path}: a pair ensemble ({configuration}) predicts from a run's results folder "
+                             f"({{configuration}}/fold_*/ of both); {ONE_CONFIGURATION}, as an older results "
+                             f"folder does")
+    elif configuration is None and _has_configuration_folders(path) and (path / BEST_CONFIGURATION).is_file():
+        winner = selected_configurations(path / BEST_CONFIGURATION)
+        if len(winner) == 1:
+            return None
+        root, members, why = path, split_pair("+".join(winner), path / BEST_CONFIGURATION), \
+            f"selected in {BEST_CONFIGURATION}"
+    else:
+        return None
+    trained, name = trained_configurations(root, checkpoint or "final"), checkpoint_file(checkpoint or "final")
+    missing = [m for m in members if m not in trained]
+    if missing:
+        held = f"trained there: {', '.join(trained)}" if trained else f"none has a fold_*/{name}"
+        raise InputError(f"{root}: no trained {missing[0]} models for the pair {'+'.join(members)} "
+                         f"({root / missing[0]}/fold_*/{name}; {held})")
+    return root, members, why
+
+
+def pair_folder(root: Path, members: Sequence[str]) -> Path:
+    """The workflow's folder of the pair (its postprocessing.json): ensembles/a+b, in either order."""
+    names = ["+".join(members), "+".join(reversed(members))]
+    return next((root / ENSEMBLES / n for n in names if (root / ENSEMBLES / n).is_dir()), root / ENSEMBLES / names[0])

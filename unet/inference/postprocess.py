@@ -108,7 +108,7 @@ def load_postprocessing(path: str | os.PathLike) -> dict:
     return spec
 
 
-def _label_dtype(values: np.ndarray) -> type:
+def label_dtype(values: np.ndarray) -> type:
     """The dtype the prediction rules write label maps in (unet.inference.restore)."""
     return np.uint8 if values.size == 0 or (values.min() >= 0 and values.max() < 256) else np.int16
 
@@ -124,7 +124,7 @@ def postprocess_file(source: str | os.PathLike, target: str | os.PathLike,
         return
     labels, affine = load_label(source)
     out = apply_postprocessing(labels, spec)
-    save_image(target, out, affine, dtype=_label_dtype(out))
+    save_image(target, out, affine, dtype=label_dtype(out))
 
 
 def postprocess_folder(source_dir: str | os.PathLike, target_dir: str | os.PathLike,

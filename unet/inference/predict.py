@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from unet.config import settings_from
 from unet.data.splits import load_fold
-from unet.io.atomic import atomic_path, load_npy, read_json
+from unet.io.atomic import load_npy, read_json
 from unet.io.images import NIFTI, image_path, save_image
 from unet.inference.errors import InputError
 from unet.inference.model_info import ModelSet, load_model_set
 from unet.inference.postprocess import apply_postprocessing
-from unet.inference.regions import Regions, check_regions, region_membership, region_order
+from unet.inference.probabilities import save_probabilities
+from unet.inference.regions import check_regions, region_order
 from unet.inference.restore import (labels_from_cropped, probabilities_from_cropped,
                                     probabilities_to_cropped)
 from unet.inference.runtimes import RuntimePredictor, check_runtime, load_runtime
@@ -167,23 +168,6 @@ def preprocessing_plan(plans: str | Path, plan: Plan) -> Plan:
         raise ValueError(f"{plans}: the {plan.configuration} spacing {plan.spacing} is not the {FULLRES} spacing "
                          f"{fullres.spacing} in-plane, so its slices cannot come from the {FULLRES} data")
     return fullres
-
-
-def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int],
-                       regions: Regions | None = None) -> None:
-    """Write `probabilities` (K, X, Y, Z) and the `label_values` of its K classes as a compressed
-    NPZ, atomically. Kept in float32 so that its argmax is exactly the written label map.
-
-    With `regions`, the K channels are the regions' sigmoid probabilities: `label_values` are then
-    all the dataset's values, `region_names` (K,) name the channels and `region_membership`
-    (K, len(label_values)) tells which values each region holds."""
-    arrays = {"probabilities": np.asarray(probabilities, dtype=np.float32),
-              "label_values": np.asarray(label_values, dtype=np.int64)}
-    if regions is not None:
-        arrays["region_names"] = np.asarray(list(regions), dtype=str)
-        arrays["region_membership"] = region_membership(regions, label_values)
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
 
 
 def write_predictions(predictor: Predictor, inputs: Iterable[CaseInput], n_cases: int,

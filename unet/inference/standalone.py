@@ -15,17 +15,22 @@ call fails in seconds with a message naming what to fix.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
 from unet.inference.archive import POSTPROCESSING
-from unet.inference.model_folder import ModelFolder, either, open_model_folder
+from unet.inference.model_folder import ModelFolder, either, open_model_folder, pair_folder, pair_to_predict
 from unet.inference.model_info import ModelSet, model_paths  # noqa: F401 (its home before model.json)
-from unet.inference.postprocess import PostprocessingError, describe_steps, load_postprocessing
+from unet.inference.postprocess import (PostprocessingError, apply_postprocessing, describe_steps, label_dtype,
+                                        load_postprocessing)
 from unet.inference.predict import InputError, PredictSettings, predict_cases, preprocessing_plan, raw_inputs
+from unet.inference.probabilities import Probabilities, average, save_probabilities
 from unet.inference.runtimes import check_runtime, runtime_path
-from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_shape
+from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_path, image_shape, load_label, save_image
 from unet.io.msd import Case, case_id
 from unet.preprocessing.plan import Plan
 
@@ -113,8 +118,13 @@ def check_predictable(source: ModelFolder, models: ModelSet) -> None:
 
 def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
     """The models' postprocessing.json when they have one and `postprocess`; says what it applies."""
-    path = source.folder / POSTPROCESSING
     where = source.folder if source.manifest is None else source.source   # not an archive's temporary folder
+    return folder_postprocessing(source.folder, where, postprocess)
+
+
+def folder_postprocessing(folder: Path, where: str | Path, postprocess: bool) -> dict | None:
+    """`folder`'s postprocessing.json (named `where` in messages) when it has one and `postprocess`."""
+    path = folder / POSTPROCESSING
     if not path.is_file():
         print(f"postprocessing: none ({where} has no {POSTPROCESSING})")
         return None
@@ -124,7 +134,7 @@ def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None
     try:
         spec = load_postprocessing(path)
     except (PostprocessingError, ValueError) as exc:
-        raise InputError(f"{source.source}: {POSTPROCESSING}: {exc}") from exc
+        raise InputError(f"{where}: {POSTPROCESSING}: {exc}") from exc
     print(f"postprocessing ({POSTPROCESSING}): {describe_steps(spec)}")
     return spec
 
@@ -137,8 +147,8 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
     archive or its unpacked folder), averaged, and write {out_dir}/{case}{its image's ending} (a
     folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
     `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
-    the models' model.json. `configuration`: which of a run's configurations (None: the selected
-    one, `unet.inference.model_folder`). `runtime`: which of each fold's files predicts ("keras", or the
+    the models' model.json. `configuration`: which of a run's configurations, or a pair `a+b` of
+    them (None: the selected one or pair, `unet.inference.model_folder`). `runtime`: which of each fold's files predicts ("keras", or the
     "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime). With `postprocess`,
     the models' postprocessing.json (when they have one) is applied to the label maps."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -146,6 +156,10 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
     if out_dir.resolve() == in_dir.resolve():
         raise InputError(f"{out_dir}: the output folder is the input folder; predictions would "
                          f"overwrite the images. Choose another output folder")
+    pair = pair_to_predict(model, configuration, checkpoint)
+    if pair is not None:
+        return predict_pair(cases, in_dir, out_dir, pair, folds, settings, checkpoint, runtime=runtime,
+                            threads=threads, postprocess=postprocess)
     with contextlib.ExitStack() as stack:
         source = open_model_folder(model, stack, checkpoint, configuration)
         models = source.model_set(folds)
@@ -165,3 +179,35 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
                              out_dir, plan.patch_size, plan.label_values, settings,
                              {c.id: image_ending(c.image) for c in cases}, plan.slice_axis,
                              runtime=runtime, threads=threads, postprocessing=postprocessing)
+
+
+def predict_pair(cases: Sequence[Case], in_dir: Path, out_dir: Path, pair: tuple[Path, tuple[str, str], str],
+                 folds: Sequence[int | str] | None, settings: PredictSettings, checkpoint: str | None, *,
+                 runtime: str = "keras", threads: int | None = None, postprocess: bool = True) -> list[Path]:
+    """`predict_folder` for a pair ensemble (`unet.inference.model_folder.pair_to_predict`): each
+    configuration predicts the cases' probabilities into a temporary folder inside `out_dir`, their
+    average gives the label maps (as the workflow's `ensemble_pair`), then the pair's own
+    postprocessing.json (ensembles/a+b/) applies. Probabilities are written only with
+    `settings.save_probabilities` (the average)."""
+    root, members, why = pair
+    folder = pair_folder(root, members)
+    print(f"pair ensemble {'+'.join(members)} ({why}): {', '.join(str(root / m) for m in members)}")
+    postprocessing = folder_postprocessing(folder, folder, postprocess)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix=".pair-", dir=out_dir) as tmp:
+        for member in members:
+            predict_folder(in_dir, Path(tmp) / member, root, folds, replace(settings, save_probabilities=True),
+                           checkpoint, runtime=runtime, threads=threads, postprocess=False, configuration=member)
+        for case in tqdm(cases, desc="ensemble", unit="case"):
+            mean = average([Probabilities.load(Path(tmp) / m / f"{case.id}.npz") for m in members])
+            labels = mean.labels()
+            if postprocessing is not None:
+                labels = apply_postprocessing(labels, postprocessing)
+            ending = image_ending(case.image)
+            _, affine = load_label(image_path(Path(tmp) / members[0], case.id, ending))
+            written.append(image_path(out_dir, case.id, ending))
+            save_image(written[-1], labels.astype(label_dtype(labels)), affine, ending=ending)
+            if settings.save_probabilities:
+                save_probabilities(out_dir / f"{case.id}.npz", mean.probabilities, mean.label_values, mean.regions)
+    return written
