@@ -300,20 +300,69 @@ def test_an_older_results_folder_is_checked_against_the_configuration_asked_for(
         f"not 2d; choose --configuration 3d_fullres, or another model folder")
 
 
-def test_a_cascade_is_refused_by_predict_naming_what_predicts_alone(layout, preprocessed_demo, images, tmp_path):
+def _cascade_plans(plans):
+    """`plans` with a 3d_lowres (coarser spacing) and a 3d_cascade_fullres on top of it."""
     from unet.preprocessing.plan import Plan
 
-    plans = preprocessed_demo.plans
-    cascade = {**Plan.from_plans(plans).to_json(), "configuration": "3d_cascade_fullres",
-               "previous_stage": "3d_lowres"}
-    root = layout({"3d_fullres": (0,), "3d_cascade_fullres": (0,)},
-                  plans={**plans, "configurations": {**plans["configurations"], "3d_cascade_fullres": cascade}})
+    fullres = Plan.from_plans(plans).to_json()
+    lowres = {**fullres, "configuration": "3d_lowres", "spacing": [1.5 * s for s in fullres["spacing"]]}
+    cascade = {**fullres, "configuration": "3d_cascade_fullres", "previous_stage": "3d_lowres"}
+    return {**plans, "configurations": {**plans["configurations"], "3d_lowres": lowres,
+                                        "3d_cascade_fullres": cascade}}
+
+
+def test_a_cascade_without_its_previous_stage_is_refused_naming_what_predicts_alone(
+        layout, preprocessed_demo, images, tmp_path):
+    root = layout({"3d_fullres": (0,), "3d_cascade_fullres": (0,)}, plans=_cascade_plans(preprocessed_demo.plans))
     with pytest.raises(InputError) as error:
         predict_folder(images, tmp_path / "out", root, configuration="3d_cascade_fullres")
     assert str(error.value) == (
-        f"{root}: the 3d_cascade_fullres models need the 3d_lowres segmentation of each image as extra input; "
-        f"predicting a cascade from the CLI is not supported yet; choose --configuration 3d_fullres")
+        f"{root}: the 3d_cascade_fullres models need the 3d_lowres segmentation of each image as extra input, "
+        f"but {root / '3d_lowres'} has no trained models to predict it; choose --configuration 3d_fullres")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cascade_predicts_its_previous_stage_first_as_the_workflow_does(preprocessed_demo, images, tmp_path, capsys,
+                                                                          describe):
+    """Untrained networks (arbitrary but deterministic): the command line's cascade equals the
+    workflow's rule `ensemble` given the 3d_lowres test-set predictions, file for file."""
+    import keras
+
+    from unet.inference.predict import predict_test_set
+    from unet.model.network import build_from_plan
+    from unet.preprocessing.plan import Plan
+
+    root = tmp_path / "results" / "demo"
+    root.mkdir(parents=True)
+    plans = _cascade_plans(preprocessed_demo.plans)
+    write_json(root / "plans.json", plans)
+    keras.utils.set_random_seed(11)
+    for configuration in ("3d_lowres", "3d_cascade_fullres"):
+        fold = root / configuration / "fold_0"
+        fold.mkdir(parents=True)
+        build_from_plan(Plan.from_plans(plans, configuration)).save(fold / "model.keras")
+        describe(fold, root / "plans.json", configuration=configuration)
+    assert Plan.from_plans(plans, "3d_cascade_fullres").input_channels > Plan.from_plans(plans).input_channels
+    out = tmp_path / "out"
+    assert main(["predict", "-i", str(images), "-o", str(out), "-m", str(root), "--configuration",
+                 "3d_cascade_fullres", "--overlap", "0.25"]) == 0
+    assert "configuration 3d_lowres (as asked)" in capsys.readouterr().out   # predicted first
+    data = preprocessed_demo.root / "raw"
+    section = {"overlap": 0.25}
+    lowres = predict_test_set([root / "3d_lowres" / "fold_0" / "model.keras"], data, tmp_path / "lowres",
+                              plans=root / "plans.json", section=section)
+    expected = predict_test_set([root / "3d_cascade_fullres" / "fold_0" / "model.keras"], data, tmp_path / "cascade",
+                                plans=root / "plans.json", section=section, previous_predictions=tmp_path / "lowres")
+    assert [p.name for p in sorted(out.iterdir())] == [p.name for p in expected] == [p.name for p in lowres]
+    for path in expected:
+        ours = np.asarray(nib.load(str(out / path.name)).dataobj)
+        np.testing.assert_array_equal(ours, np.asarray(nib.load(str(path)).dataobj))
+        assert len(np.unique(ours)) > 1
+    archive = export_archive(root, tmp_path / "cascade.zip", configuration="3d_cascade_fullres")
+    with pytest.raises(InputError, match=r"cascade.zip: the 3d_cascade_fullres models need the 3d_lowres "
+                                         r"segmentation of each image as extra input, and an archive holds one "
+                                         r"configuration: predict from the run's results folder"):
+        predict_folder(images, tmp_path / "x", archive)
 
 
 def test_the_cli_passes_configuration_and_reports_errors_in_one_line(layout, images, tmp_path, capsys,

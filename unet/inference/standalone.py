@@ -4,10 +4,11 @@ The models come from a run's results folder (one configuration of it: `--configu
 the selected one) or a model archive (`unet.inference.model_folder`), which supply everything:
 `plans.json` (preprocessing, patch size, labels), `fold_{k}/model.keras` (or its SavedModel or ONNX
 export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (configuration, regions) and
-`postprocessing.json` (applied to the label maps when present). Images follow the MSD channel
-layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with the channels last or as
-vector components, or 3D for a single channel; a subfolder holding a DICOM series is one case too,
-named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
+`postprocessing.json` (applied to the label maps when present). A pair ensemble (`a+b`) predicts
+with both configurations and averages them; a cascade predicts its previous stage first. Images
+follow the MSD channel layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with
+the channels last or as vector components, or 3D for a single channel; a subfolder holding a DICOM
+series is one case too, named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
 checked (folder, models, archive checksums, channel counts) before any model is loaded, so a wrong
 call fails in seconds with a message naming what to fix.
 """
@@ -18,20 +19,24 @@ import contextlib
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from unet.inference.archive import POSTPROCESSING
-from unet.inference.model_folder import ModelFolder, either, open_model_folder, pair_folder, pair_to_predict
+from unet.inference.model_folder import (ONE_CONFIGURATION, ModelFolder, either, open_model_folder, pair_folder,
+                                         pair_to_predict, trained_configurations)
 from unet.inference.model_info import ModelSet, model_paths  # noqa: F401 (its home before model.json)
 from unet.inference.postprocess import (PostprocessingError, apply_postprocessing, describe_steps, label_dtype,
                                         load_postprocessing)
-from unet.inference.predict import InputError, PredictSettings, predict_cases, preprocessing_plan, raw_inputs
+from unet.inference.predict import (CaseInput, InputError, PredictSettings, predict_cases, preprocessing_plan,
+                                   raw_inputs, with_previous_stage)
 from unet.inference.probabilities import Probabilities, average, save_probabilities
 from unet.inference.runtimes import check_runtime, runtime_path
 from unet.io.images import FILE_ENDINGS, file_ending, image_ending, image_path, image_shape, load_label, save_image
 from unet.io.msd import Case, case_id
+from unet.preprocessing.cascade import find_previous_stage, read_previous_stage
+from unet.preprocessing.geometry import CaseGeometry
 from unet.preprocessing.plan import Plan
 
 
@@ -105,15 +110,22 @@ def runtime_files(source: ModelFolder, models: ModelSet, runtime: str) -> list[P
 
 
 def check_predictable(source: ModelFolder, models: ModelSet) -> None:
-    """A cascade's models take the previous stage's segmentation as extra input, which predicting
-    here does not make: an InputError naming the configurations that predict alone."""
+    """A cascade's models take the previous stage's segmentation of each image as extra input,
+    which its own models predict first: they must be trained in the same run's results folder (an
+    archive holds one configuration). An InputError otherwise, naming what predicts alone."""
     plan = models.plan
     if plan.previous_stage is None:
         return
-    alone = [c for c in source.trained if c != plan.configuration]
-    raise InputError(f"{source.source}: the {plan.configuration} models need the {plan.previous_stage} "
-                     f"segmentation of each image as extra input; predicting a cascade from the CLI is not "
-                     f"supported yet" + (f"; choose --configuration {either(alone)}" if alone else ""))
+    need = (f"{source.source}: the {plan.configuration} models need the {plan.previous_stage} segmentation of "
+            f"each image as extra input")
+    if source.manifest is not None:
+        raise InputError(f"{need}, and {ONE_CONFIGURATION}: predict from the run's results folder, which holds "
+                         f"the {plan.previous_stage} models too")
+    root = source.plans.parent
+    if plan.previous_stage not in trained_configurations(root, source.checkpoint):
+        alone = [c for c in source.trained if c != plan.configuration]
+        raise InputError(f"{need}, but {root / plan.previous_stage} has no trained models to predict it"
+                         + (f"; choose --configuration {either(alone)}" if alone else ""))
 
 
 def models_postprocessing(source: ModelFolder, postprocess: bool) -> dict | None:
@@ -171,11 +183,16 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
         networks = runtime_files(source, models, runtime)
         postprocessing = models_postprocessing(source, postprocess)
         plan = models.plan
-        # As the workflow does: background outside the non-zero mask; the models' regions.
-        settings = replace(settings, background_outside_mask=plan.nonzero_mask, regions=models.regions,
-                           checkpoint=source.checkpoint)
         # A 2d configuration's models see slices of the images preprocessed as 3d_fullres.
-        return predict_cases(networks, raw_inputs(cases, preprocessing_plan(models.plans, plan)), len(cases),
+        inputs = raw_inputs(cases, preprocessing_plan(models.plans, plan))
+        if plan.previous_stage is not None:
+            inputs = with_previous_stage_predicted(inputs, in_dir, out_dir, stack, source, plan, folds, settings,
+                                                   runtime=runtime, threads=threads)
+        # As the workflow does (PredictSettings.for_models): background outside the non-zero mask of
+        # the image's channels (not a cascade's previous stage); the models' regions.
+        settings = replace(settings, background_outside_mask=plan.nonzero_mask, regions=models.regions,
+                           image_channels=plan.num_channels, checkpoint=source.checkpoint)
+        return predict_cases(networks, inputs, len(cases),
                              out_dir, plan.patch_size, plan.label_values, settings,
                              {c.id: image_ending(c.image) for c in cases}, plan.slice_axis,
                              runtime=runtime, threads=threads, postprocessing=postprocessing)
@@ -211,3 +228,22 @@ def predict_pair(cases: Sequence[Case], in_dir: Path, out_dir: Path, pair: tuple
             if settings.save_probabilities:
                 save_probabilities(out_dir / f"{case.id}.npz", mean.probabilities, mean.label_values, mean.regions)
     return written
+
+
+def with_previous_stage_predicted(inputs: Iterable[CaseInput], in_dir: Path, out_dir: Path, stack: contextlib.ExitStack,
+                                  source: ModelFolder, plan: Plan, folds: Sequence[int | str] | None,
+                                  settings: PredictSettings, *, runtime: str, threads: int | None) -> Iterator[CaseInput]:
+    """A cascade's `inputs` with the previous stage's segmentation as extra channels: its models
+    (the same run's, the same folds and settings) predict every image first, into a temporary
+    folder inside `out_dir` that `stack` removes; each segmentation is then brought onto its
+    case's grid as the workflow's rule `ensemble` does (without postprocessing, as there)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".previous-", dir=out_dir)))
+    predict_folder(in_dir, previous_dir, source.plans.parent, folds, replace(settings, save_probabilities=False),
+                   source.checkpoint, runtime=runtime, threads=threads, postprocess=False,
+                   configuration=plan.previous_stage)
+
+    def previous(cid: str, geometry: CaseGeometry):
+        return read_previous_stage(find_previous_stage([previous_dir], cid, plan.previous_stage), geometry, plan)
+
+    return with_previous_stage(inputs, previous, plan.num_classes)
