@@ -8,9 +8,9 @@ export under `fold_{k}/formats/`: `--runtime`), `fold_{k}/model.json` (configura
 with both configurations and averages them; a cascade predicts its previous stage first. Images
 follow the MSD channel layout: one file per case (NIfTI, NRRD or MetaImage: `unet.io.images`) with
 the channels last or as vector components, or 3D for a single channel; a subfolder holding a DICOM
-series is one case too, named after the folder. Each segmentation is written in its image's own format and grid. Inputs are
-checked (folder, models, archive checksums, channel counts) before any model is loaded, so a wrong
-call fails in seconds with a message naming what to fix.
+series is one case too, named after the folder. Each segmentation is written in its image's own
+format and grid. Inputs are checked (folder, models, archive checksums, channel counts) before any
+model is loaded, so a wrong call fails in seconds with a message naming what to fix.
 """
 
 from __future__ import annotations
@@ -160,9 +160,10 @@ def predict_folder(in_dir: str | Path, out_dir: str | Path, model: str | Path,
     folder {case} for a DICOM series; plus {case}.npz with `settings.save_probabilities`).
     `checkpoint`: "final" or "best" (None: an archive's own, else final); the regions come from
     the models' model.json. `configuration`: which of a run's configurations, or a pair `a+b` of
-    them (None: the selected one or pair, `unet.inference.model_folder`). `runtime`: which of each fold's files predicts ("keras", or the
-    "saved_model" / "onnx" export an archive holds; `threads` for onnxruntime). With `postprocess`,
-    the models' postprocessing.json (when they have one) is applied to the label maps."""
+    them (None: the selected one or pair, `unet.inference.model_folder`). `runtime`: which of each
+    fold's files predicts ("keras", or the "saved_model" / "onnx" export an archive holds; `threads`
+    for onnxruntime). With `postprocess`, the models' postprocessing.json (when they have one) is
+    applied to the label maps."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = image_cases(in_dir)
     if out_dir.resolve() == in_dir.resolve():
@@ -230,9 +231,10 @@ def predict_pair(cases: Sequence[Case], in_dir: Path, out_dir: Path, pair: tuple
     return written
 
 
-def with_previous_stage_predicted(inputs: Iterable[CaseInput], in_dir: Path, out_dir: Path, stack: contextlib.ExitStack,
-                                  source: ModelFolder, plan: Plan, folds: Sequence[int | str] | None,
-                                  settings: PredictSettings, *, runtime: str, threads: int | None) -> Iterator[CaseInput]:
+def with_previous_stage_predicted(inputs: Iterable[CaseInput], in_dir: Path, out_dir: Path,
+                                  stack: contextlib.ExitStack, source: ModelFolder, plan: Plan,
+                                  folds: Sequence[int | str] | None, settings: PredictSettings, *,
+                                  runtime: str, threads: int | None) -> Iterator[CaseInput]:
     """A cascade's `inputs` with the previous stage's segmentation as extra channels: its models
     (the same run's, the same folds and settings) predict every image first, into a temporary
     folder inside `out_dir` that `stack` removes; each segmentation is then brought onto its
