@@ -4,7 +4,9 @@ configuration's folder, an older results folder and an archive; `--configuration
 through best_configuration.json, and the errors that say what to choose.
 
 The first tests predict with real networks (the 3d_fullres folds of `trained_run`, trained briefly,
-and an untrained 2d network of the same plans.json); the rest fail before a network is loaded."""
+and an untrained 2d network of the same plans.json), pair ensembles included; the rest fail before a
+network is loaded, but for the cascade's, which predicts with untrained 3d_lowres and cascade
+networks."""
 
 import contextlib
 import json
