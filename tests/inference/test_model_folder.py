@@ -348,7 +348,9 @@ def test_a_cascade_predicts_its_previous_stage_first_as_the_workflow_does(prepro
     out = tmp_path / "out"
     assert main(["predict", "-i", str(images), "-o", str(out), "-m", str(root), "--configuration",
                  "3d_cascade_fullres", "--overlap", "0.25"]) == 0
-    assert "configuration 3d_lowres (as asked)" in capsys.readouterr().out   # predicted first
+    printed = capsys.readouterr().out
+    assert ("3d_cascade_fullres takes the 3d_lowres segmentation of each image: predicting it first\n"
+            "configuration 3d_lowres (as asked)") in printed
     data = preprocessed_demo.root / "raw"
     section = {"overlap": 0.25}
     lowres = predict_test_set([root / "3d_lowres" / "fold_0" / "model.keras"], data, tmp_path / "lowres",

@@ -241,6 +241,7 @@ def with_previous_stage_predicted(inputs: Iterable[CaseInput], in_dir: Path, out
     case's grid as the workflow's rule `ensemble` does (without postprocessing, as there)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     previous_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".previous-", dir=out_dir)))
+    print(f"{plan.configuration} takes the {plan.previous_stage} segmentation of each image: predicting it first")
     predict_folder(in_dir, previous_dir, source.plans.parent, folds, replace(settings, save_probabilities=False),
                    source.checkpoint, runtime=runtime, threads=threads, postprocess=False,
                    configuration=plan.previous_stage)
