@@ -2,18 +2,18 @@
 (`nnUNetv2_find_best_configuration`).
 
 Each configuration brings the probabilities of its cross-validation predictions: `{case}.npz`
-files as `unet.inference.probabilities.save_probabilities` writes them (with `predict.save_probabilities:
-true`), in its folds' folders. Every configuration and every pair of configurations is scored on
-the same cases: a pair averages the two probability maps of a case before turning them into labels
-(argmax over the classes, or for region models the regions thresholded and painted in
-`unet.inference.regions`'s order). The winner has the highest foreground mean Dice
+files as `unet.inference.probabilities.save_probabilities` writes them (with
+`predict.save_probabilities: true`), in its folds' folders. Every configuration and every pair of
+configurations is scored on the same cases: a pair averages the two probability maps of a case
+before turning them into labels (argmax over the classes, or for region models the regions
+thresholded and painted in `unet.inference.regions`'s order). The winner has the highest foreground mean Dice
 (`unet.evaluation.cv`); on a tie the first candidate wins, and single configurations come before
 pairs (the simpler choice, as in nnU-Net). `best_configuration.json` records the winner and every
 candidate's scores.
 
 nnU-Net then chooses the postprocessing on the winner's cross-validation predictions
 (`unet.evaluation.postprocessing`); for a pair that needs the pair's label maps, which
-`ensemble_labels` gives case by case.
+`unet.inference.probabilities.ensemble_labels` gives case by case.
 """
 
 from __future__ import annotations
