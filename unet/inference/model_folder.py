@@ -109,6 +109,11 @@ def trained_configurations(root: Path, checkpoint: str = "final") -> tuple[str, 
                  and any(_FOLD_DIR.fullmatch(d.name) and (d / name).is_file() for d in (root / c).iterdir()))
 
 
+def _is_pair_folder(path: Path) -> bool:
+    """Whether `path` is a pair ensemble's folder of a run, {results}/{task}/ensembles/{a}+{b}."""
+    return path.parent.name == ENSEMBLES and (path.parent.parent / PLANS).is_file()
+
+
 def _has_configuration_folders(root: Path) -> bool:
     """Whether `root` is a results folder of the per-configuration layout: {configuration}/fold_*/."""
     return any((root / c).is_dir() and any(_FOLD_DIR.fullmatch(d.name) and d.is_dir() for d in (root / c).iterdir())
@@ -182,7 +187,7 @@ def open_model_folder(path: str | os.PathLike, stack: contextlib.ExitStack, chec
                              f"export -m RESULTS_DIR --configuration {configuration}`)")
         return ModelFolder(path, folder, folder / PLANS, manifest, manifest["checkpoint"], held)
     checkpoint = checkpoint or "final"
-    if path.parent.name == ENSEMBLES and (path.parent.parent / PLANS).is_file():
+    if _is_pair_folder(path):
         members = path.name.split("+")
         raise InputError(f"{path}: a pair ensemble's folder holds no models; {ONE_CONFIGURATION}; give the run's "
                          f"folder {path.parent.parent} and choose --configuration {either(members)}")
@@ -215,7 +220,7 @@ def pair_to_predict(path: str | os.PathLike, configuration: str | None = None,
     best_configuration.json selects a pair. None when they name one configuration. Both members
     must have trained models (`checkpoint`, default final)."""
     path = Path(path)
-    if path.parent.name == ENSEMBLES and (path.parent.parent / PLANS).is_file():
+    if _is_pair_folder(path):
         root, members, why = path.parent.parent, split_pair(path.name, path), "the pair's folder"
         if configuration not in (None, path.name):
             raise InputError(f"{path}: the folder of the pair {path.name}, not {configuration}; give the run's folder "
